@@ -1,0 +1,35 @@
+"""Suite-wide setup: offline, one data folder for the whole session, and the shared default store.
+
+The environment is set at import time so that every subprocess a test starts (training runs,
+`panel serve`, notebook kernels) inherits it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One data folder per test session: the default store is built there once and shared.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="vmmoe-test-home-"))
+os.environ["VMMOE_HOME"] = str(_SESSION_HOME)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def vmmoe_home() -> Path:
+    """The session's data folder ($VMMOE_HOME)."""
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def default_store(vmmoe_home):
+    """The default concept store (CPython's language reference), built once per session."""
+    from model.concepts import open_default_store
+
+    return open_default_store()
