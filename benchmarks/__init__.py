@@ -1,0 +1,1 @@
+"""Reproducible speed and size measurements; run each as ``python -m benchmarks.bench_<name>``."""
