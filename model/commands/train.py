@@ -1,0 +1,67 @@
+"""``vmmoe train CONFIG`` (train in this terminal, with a progress bar; works under torchrun),
+``vmmoe train --resume RUN_DIR``, ``vmmoe train CONFIG --detach`` (background process), ``vmmoe runs``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a VMMoE from a JSON/TOML config",
+                              description="Train a VMMoE. Under `torchrun --nproc-per-node N` it runs with DDP.")
+    p.add_argument("config", nargs="?", help="train config (.json or .toml)")
+    p.add_argument("--runs-dir", help="folder for run folders (default $VMMOE_HOME/runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
+    p.add_argument("--detach", action="store_true", help="start the run as a background process and return")
+    p.set_defaults(func=train)
+
+    r = subparsers.add_parser("runs", help="list training runs")
+    r.add_argument("--runs-dir", help="folder of run folders (default $VMMOE_HOME/runs)")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.set_defaults(func=runs)
+
+
+def train(args: argparse.Namespace) -> int:
+    from model.train import TrainConfig, resume_run, start_run
+    from model.train.runs import RunDir
+
+    if args.resume:
+        if args.config:
+            raise ValueError("give either CONFIG or --resume RUN_DIR, not both")
+        if args.detach:
+            handle = resume_run(args.resume)
+            print(f"resumed {handle.path} (pid {handle.pid})")
+            return 0
+        cfg = TrainConfig.from_dict(RunDir(args.resume).read_config())
+        run_dir = args.resume
+    else:
+        if not args.config:
+            raise ValueError("a CONFIG file (.json or .toml) is needed, or --resume RUN_DIR")
+        cfg = TrainConfig.from_file(args.config)  # rejected here, before anything starts
+        if args.detach:
+            handle = start_run(cfg, args.runs_dir)
+            print(f"started {handle.path} (pid {handle.pid})")
+            return 0
+        run_dir = None
+    from model.train.trainer import run_training
+
+    state, path = run_training(cfg, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume))
+    print(f"run {path}: {state}")
+    return 0
+
+
+def runs(args: argparse.Namespace) -> int:
+    from model.train import list_runs
+
+    rows = list_runs(args.runs_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs")
+        return 0
+    print(f"{'name':40} {'state':9} {'step':>11} {'packing':13} {'eval loss':>9}")
+    for r in rows:
+        loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "-"
+        print(f"{r['name']:40} {r['state'] or '?':9} {r['step']:>5}/{r['steps'] or '?':<5} {r['packing'] or '?':13} {loss:>9}")
+    return 0

@@ -1,0 +1,407 @@
+"""Run folders, checkpoints and the handle on a training process.
+
+A run folder::
+
+    <runs_dir>/<name>/
+        config.json            the TrainConfig (written before the process starts)
+        status.json            state (starting/running/stopping/stopped/finished/failed), step, pid, device, error
+        metrics.jsonl          one JSON object per train step and per evaluation ("split": "train" | "eval")
+        tb/                    TensorBoard event files
+        checkpoints/step_000120/   model.safetensors, config.json, trainer.pt, meta.json (sha256 of each file)
+        checkpoints/latest     name of the newest complete checkpoint
+        STOP                   created by stop(): the run checkpoints and exits at the next step boundary
+        run.log                the process's stdout/stderr (runs started with start_run)
+
+Every file is written to a temp name and renamed, a checkpoint to a temp folder renamed whole, so a
+run killed at any instant leaves complete files. A checkpoint whose files fail their sha256 is
+reported and skipped: loading falls back to the previous one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint folder whose files are missing, truncated or do not match their recorded sha256."""
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("VMMOE_HOME", Path.home() / ".cache" / "vmmoe")) / "runs"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class RunDir:
+    """Paths and small read/write helpers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.status_file = self.path / "status.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.tensorboard = self.path / "tb"
+        self.stop_file = self.path / "STOP"
+        self.log = self.path / "run.log"
+
+    def create(self, config_dict: dict) -> "RunDir":
+        if self.path.exists():
+            raise ValueError(f"run folder {str(self.path)!r} already exists (choose another name or resume it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        self.checkpoints.mkdir()
+        write_json_atomic(self.config, config_dict)
+        self.write_status(state="created")
+        return self
+
+    def read_config(self) -> dict:
+        if not self.config.is_file():
+            raise FileNotFoundError(f"{str(self.path)!r} is not a run folder (no config.json)")
+        return read_json(self.config)
+
+    def status(self) -> dict:
+        try:
+            return read_json(self.status_file)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"state": "unknown"}
+
+    def write_status(self, **fields) -> dict:
+        status = {**self.status(), **fields, "updated": now_iso()}
+        write_json_atomic(self.status_file, status)
+        return status
+
+    def append_metrics(self, record: dict) -> None:
+        # One line per write: a reader never sees half a record except a trailing partial line, skipped below.
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop records past ``after_step`` (a resumed run re-logs the steps after its checkpoint)."""
+        records = read_metrics(self.path)
+        kept = [r for r in records if r.get("step", 0) <= after_step]
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".metrics.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.writelines(json.dumps(r, default=float) + "\n" for r in kept)
+        os.replace(tmp, self.metrics_file)
+
+    # checkpoints
+    def checkpoint_dirs(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.checkpoints / "latest"
+        if pointer.is_file():
+            p = self.checkpoints / pointer.read_text().strip()
+            if p.is_dir():
+                return p
+        dirs = self.checkpoint_dirs()
+        return dirs[-1] if dirs else None
+
+
+def read_metrics(run_dir: str | Path, split: str | None = None) -> list[dict]:
+    """All metric records of a run (``split`` "train" or "eval" filters); a half-written last line is skipped."""
+    path = RunDir(run_dir).metrics_file
+    if not path.is_file():
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the writer is mid-line
+            if split is None or rec.get("split") == split:
+                records.append(rec)
+    return records
+
+
+def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
+                    trainer_state: dict, meta: dict, keep: int = 3) -> Path:
+    """Write ``checkpoints/step_XXXXXX`` atomically, point ``latest`` at it, keep the newest ``keep``."""
+    from safetensors.torch import save_model
+
+    final = run.checkpoints / f"step_{step:06d}"
+    tmp = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=f".tmp-step_{step:06d}-"))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        write_json_atomic(tmp / "config.json", {"model": model_config, "train": train_config})
+        torch.save(trainer_state, tmp / "trainer.pt")
+        files = {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}
+        write_json_atomic(tmp / "meta.json", {**meta, "step": step, "saved": now_iso(), "files": files})
+        if final.exists():  # the same step saved again (stop right after a periodic checkpoint)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer_tmp = run.checkpoints / ".latest.tmp"
+    pointer_tmp.write_text(final.name)
+    os.replace(pointer_tmp, run.checkpoints / "latest")
+    for old in run.checkpoint_dirs()[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def verify_checkpoint(ckpt: Path) -> dict:
+    """Return the checkpoint's meta after checking every file's sha256; CorruptCheckpointError otherwise."""
+    try:
+        meta = read_json(ckpt / "meta.json")
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptCheckpointError(f"checkpoint {str(ckpt)!r}: meta.json unreadable ({e})") from e
+    for name, digest in meta.get("files", {}).items():
+        path = ckpt / name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"checkpoint {str(ckpt)!r}: {name} is missing")
+        if _sha256(path) != digest:
+            raise CorruptCheckpointError(f"checkpoint {str(ckpt)!r}: {name} does not match its sha256 (corrupt)")
+    return meta
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """The newest *valid* checkpoint under a run folder (or the given checkpoint folder) and its meta.
+
+    A corrupt newest checkpoint is reported with a warning and the older ones are tried in turn.
+    """
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path, verify_checkpoint(path)
+    run = RunDir(path)
+    candidates = run.checkpoint_dirs()
+    latest = run.latest_checkpoint()
+    if latest is not None and latest in candidates:  # the pointer first, then older ones
+        candidates = [c for c in candidates if c <= latest]
+    problems = []
+    for ckpt in reversed(candidates):
+        try:
+            return ckpt, verify_checkpoint(ckpt)
+        except CorruptCheckpointError as e:
+            problems.append(str(e))
+            warnings.warn(f"{e}; falling back to the previous checkpoint", RuntimeWarning, stacklevel=2)
+    if problems:
+        raise CorruptCheckpointError("no valid checkpoint: " + "; ".join(problems))
+    raise FileNotFoundError(f"no checkpoint in {str(path)!r}")
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """``(VMMoE, VMMoEConfig, meta)`` from a run folder (its newest valid checkpoint) or a checkpoint folder.
+
+    ``meta`` holds the step, the resolved training device/dtype, the train config and the checkpoint path.
+    The model is returned in eval mode.
+    """
+    from safetensors.torch import load_model
+
+    from model.config import VMMoEConfig
+    from model.vmmoe import VMMoE
+
+    ckpt, meta = find_checkpoint(path)
+    cfgs = read_json(ckpt / "config.json")
+    mcfg = VMMoEConfig.from_dict(cfgs["model"])
+    model = VMMoE(mcfg)
+    load_model(model, str(ckpt / "model.safetensors"), device=str(device))
+    model.to(device).eval()
+    return model, mcfg, {**meta, "train": cfgs["train"], "path": str(ckpt)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+@dataclass
+class RunHandle:
+    """A training run in its own process (and process group). Closing the caller does not stop it."""
+    path: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is not None:
+            return self.process.pid
+        return self.run.status().get("pid")
+
+    def is_alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        pid = self.pid
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return self.run.status().get("state") in ("starting", "running", "stopping")
+
+    def status(self) -> dict:
+        """status.json plus ``alive``; a process that died without saying so is reported as ``failed``."""
+        st = self.run.status()
+        alive = self.is_alive()
+        if not alive and st.get("state") in ("created", "starting", "running", "stopping"):
+            code = self.process.returncode if self.process is not None else None
+            st = {**st, "state": "failed", "error": st.get("error") or f"process ended unexpectedly (exit code {code})"}
+        return {**st, "alive": alive}
+
+    def metrics(self, split: str | None = None) -> list[dict]:
+        return read_metrics(self.path, split)
+
+    def stop(self, wait: bool = True, timeout: float = 120.0) -> dict:
+        """Ask the run to checkpoint and exit (stop file + SIGTERM); wait for it unless ``wait=False``."""
+        self.run.stop_file.touch()
+        pid = self.pid
+        if pid and self.is_alive():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if wait:
+            self.wait(timeout)
+        return self.status()
+
+    def kill(self) -> None:
+        """SIGKILL the run's process group (no checkpoint; the last complete one stays loadable)."""
+        pid = self.pid
+        if pid:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process is not None:
+            self.process.wait()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Block until the process ends (TimeoutError after ``timeout`` s); return the status."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired as e:
+                raise TimeoutError(f"run {self.path.name} still running after {timeout} s") from e
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"run {self.path.name} still running after {timeout} s")
+                time.sleep(0.2)
+        return self.status()
+
+
+def _spawn(run: RunDir, resume: bool) -> RunHandle:
+    cmd = [sys.executable, "-m", "model.train", "--run-dir", str(run.path), "--no-progress"]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ)
+    # The child must import this very package, wherever the caller imported it from.
+    pkg_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log = open(run.log, "ab")
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)  # own process group: the caller's signals stay there
+    finally:
+        log.close()
+    run.write_status(state="starting", pid=proc.pid)
+    return RunHandle(run.path, proc)
+
+
+def new_run_name(cfg) -> str:
+    return cfg.name or f"{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S-%f')}-{cfg.packing}"
+
+
+def start_run(config, runs_dir: str | Path | None = None) -> RunHandle:
+    """Validate ``config`` (TrainConfig, dict or path to .json/.toml), create the run folder, launch the process.
+
+    Bad configs raise ValueError here, before any folder or process exists.
+    """
+    from model.train.config import TrainConfig
+
+    if isinstance(config, (str, Path)):
+        cfg = TrainConfig.from_file(config)
+    elif isinstance(config, dict):
+        cfg = TrainConfig.from_dict(config)
+    elif isinstance(config, TrainConfig):
+        cfg = TrainConfig.from_dict(config.to_dict())
+    else:
+        raise ValueError(f"config must be a TrainConfig, a dict or a file path, got {type(config).__name__}")
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    run = RunDir(runs_dir / new_run_name(cfg)).create(cfg.to_dict())
+    return _spawn(run, resume=False)
+
+
+def resume_run(run_dir: str | Path) -> RunHandle:
+    """Continue a stopped (or killed) run from its newest valid checkpoint, in a new process."""
+    run = RunDir(run_dir)
+    run.read_config()
+    handle = RunHandle(run.path)
+    if handle.is_alive():
+        raise ValueError(f"run {run.path.name} is still running (pid {handle.pid}); stop it before resuming")
+    find_checkpoint(run.path)  # fail here, not in the child, when there is nothing to resume from
+    if run.stop_file.exists():
+        run.stop_file.unlink()
+    return _spawn(run, resume=True)
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
+    """One summary per run folder, newest first: name, path, state, step, steps, packing, last losses."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for path in runs_dir.iterdir():
+        run = RunDir(path)
+        if not run.config.is_file():
+            continue
+        cfg = run.read_config()
+        st = RunHandle(path).status()
+        evals = read_metrics(path, "eval")
+        out.append({"name": path.name, "path": str(path), "state": st.get("state"), "step": st.get("step", 0),
+                    "steps": cfg.get("steps"), "packing": cfg.get("packing"), "device": st.get("device"),
+                    "eval_loss": evals[-1]["loss"] if evals else None,
+                    "latest_checkpoint": str(run.latest_checkpoint()) if run.latest_checkpoint() else None,
+                    "updated": st.get("updated", "")})
+    return sorted(out, key=lambda r: r["updated"], reverse=True)

@@ -1,0 +1,400 @@
+"""The training loop: one process (or one DDP rank) training a VMMoE on packed concept sequences.
+
+    data (TrainSequence list) -> held-out-document split -> PackSampler (which sequences per step)
+      -> layout per packing mode -> VMMoE forward -> next-concept loss + aux loss -> AdamW step
+      -> metrics.jsonl / TensorBoard / status.json, periodic checkpoints
+
+``run_training(cfg, run_dir)`` is what ``vmmoe train`` and ``python -m model.train`` call. A stop
+request (SIGTERM, SIGINT or the run's STOP file) is honoured at the next step boundary: checkpoint,
+then exit. Resuming restores the weights, the optimizer and scheduler, every RNG and the data
+position, so on CPU a resumed run's losses equal an uninterrupted run's step for step.
+
+Under ``torchrun`` (WORLD_SIZE > 1) every rank trains on its own share of the packed rows
+(PackSampler), gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on CUDA), and
+rank 0 alone writes the run folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from model.device import autocast, describe, peak_memory_mb, resolve_device, synchronize
+from model.train.config import TrainConfig
+from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
+from model.train.runs import RunDir, find_checkpoint, new_run_name, default_runs_dir, save_checkpoint
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a (possibly one-process) job."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (absent: a single process)."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up to lr, then cosine decay to lr * min_lr_ratio at the last step."""
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return f
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # nanoGPT: decay matrices, not biases and norm gains
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def layouts(vectors: list[torch.Tensor], packing: str, max_len: int, strategy: str):
+    """The forward passes of one step: one packed/padded batch, or one single-sequence batch per sequence."""
+    from model.packing import pack_sequences
+
+    if packing in ("packed", "packed-leaky"):
+        return [pack_sequences(vectors, max_len, mode="packed", strategy=strategy)]
+    if packing == "padded":
+        return [pack_sequences(vectors, max_len, mode="padded")]
+    return list(pack_sequences(vectors, max_len, mode="single").steps(1))
+
+
+class Trainer:
+    """Holds the model, optimizer, data and run folder of one run; ``train()`` runs it to the end or a stop."""
+
+    def __init__(self, cfg: TrainConfig, run: RunDir | None = None, resume: bool = False,
+                 dist_info: DistInfo | None = None, progress: bool = False, sequences: list[TrainSequence] | None = None):
+        self.cfg, self.run, self.progress = cfg, run, progress
+        self.dist = dist_info or DistInfo()
+        self.stop_requested = False
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device, self.dtype = resolve_device(self._device_name(), cfg.precision)
+        seed_everything(cfg.seed)
+
+        seqs, self.store = (sequences, None) if sequences is not None else load_sequences(cfg)
+        self.train_seqs, self.eval_seqs = split_documents(seqs, cfg.eval_fraction, cfg.seed)
+        self.eval_seqs = self.eval_seqs[:cfg.eval_max_sequences]
+        self.sampler = PackSampler([len(s) for s in self.train_seqs], cfg.max_len, cfg.rows_per_step,
+                                   self.dist.world_size, self.dist.rank, cfg.seed, cfg.strategy)
+
+        from model.vmmoe import VMMoE
+
+        self.model_config = cfg.model_config(self.train_seqs[0].vectors.shape[1])
+        self.model = VMMoE(self.model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.step = 0
+        if resume:
+            self._restore()
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.meta = {**describe(self.device, self.dtype), "packing": cfg.packing,
+                     "leaky": not cfg.isolate_segments, "world_size": self.dist.world_size,
+                     "n_params": sum(p.numel() for p in self.model.parameters()),
+                     "train_sequences": len(self.train_seqs), "eval_sequences": len(self.eval_seqs),
+                     "train_documents": len({s.doc_id for s in self.train_seqs}),
+                     "eval_documents": len({s.doc_id for s in self.eval_seqs}),
+                     "steps_per_epoch": self.sampler.steps_per_epoch}
+
+    def _device_name(self) -> str:
+        # under DDP on CUDA each rank takes its own card
+        if self.dist.enabled and self.cfg.device in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.dist.local_rank}"
+        return self.cfg.device
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        from safetensors.torch import load_model
+
+        ckpt, meta = find_checkpoint(self.run.path)
+        load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
+        state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.resumed_from = str(ckpt)
+
+    def checkpoint(self) -> Path | None:
+        if not (self.run and self.dist.is_main) or getattr(self, "_saved_step", None) == self.step:
+            return None
+        self._saved_step = self.step
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": rng_state(), "step": self.step, "data_position": self.sampler.position(self.step)}
+        return save_checkpoint(self.run, self.step, self.model, self.model_config.to_dict(), self.cfg.to_dict(),
+                               state, {**self.meta, "data_position": list(self.sampler.position(self.step))},
+                               keep=self.cfg.keep_checkpoints)
+
+    # --- one step -------------------------------------------------------------------------
+
+    def _forward_loss(self, model, batch):
+        from model.losses import concept_loss
+
+        with autocast(self.device, self.dtype):
+            out = model(batch.values, batch.segment_ids)
+        lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=self.cfg.loss,
+                          temperature=self.cfg.temperature)
+        return out, lo
+
+    def train_step(self, seq_index: list[int]) -> dict:
+        """One optimizer step over the given training sequences; returns its metrics record."""
+        from model.losses import concept_metrics
+        from model.packing import pack_sequences
+
+        cfg, model = self.cfg, self.ddp or self.model
+        vectors = [self.train_seqs[i].vectors for i in seq_index]
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = layouts(vectors, cfg.packing, cfg.max_len, cfg.strategy)
+        n_total = sum(v.shape[0] - 1 for v in vectors)  # next-concept targets in this step
+        sums = {"loss": 0.0, "aux_loss": 0.0, "balance": 0.0, "z": 0.0}
+        loads, predictions, positions = None, [], 0
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            positions += batch.segment_ids.numel()
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                out, lo = self._forward_loss(model, batch)
+                w = lo.n_targets / n_total  # single mode: each forward's share of the step's mean loss
+                ((lo.loss + out.aux_loss) * w).backward()
+            sums["loss"] += float(lo.loss) * w
+            sums["aux_loss"] += float(out.aux_loss) * w
+            sums["balance"] += float(out.aux["balance"]) * w
+            sums["z"] += float(out.aux["z"]) * w
+            layer_load = torch.stack([r.load.float() for r in out.routing]) * w if out.routing else None
+            loads = layer_load if loads is None else loads + layer_load
+            if len(batches) > 1:
+                predictions += batch.unpack(out.prediction.detach().float())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        synchronize(self.device)
+        step_time = time.perf_counter() - t0
+
+        with torch.no_grad():  # metrics on one packed layout whatever the mode (same retrieval pool)
+            if len(batches) > 1:
+                packed = pack_sequences(vectors, cfg.max_len, mode="packed", strategy=cfg.strategy)
+                pred = pack_sequences(predictions, cfg.max_len, mode="packed", strategy=cfg.strategy).values
+                m = concept_metrics(pred, packed.values, packed.segment_ids)
+            else:
+                m = concept_metrics(out.prediction.detach().float(), batch.values, batch.segment_ids)
+        concepts = sum(v.shape[0] for v in vectors)
+        return {"split": "train", "step": self.step + 1, "lr": self.scheduler.get_last_lr()[0],
+                **{f"loss_{cfg.loss}": sums["loss"]}, **sums, "total_loss": sums["loss"] + sums["aux_loss"],
+                **{k: float(v) for k, v in m.items()}, "grad_norm": float(grad_norm),
+                "concepts": concepts, "concepts_per_s": concepts / step_time,
+                "utilization": concepts / positions, "expert_load": loads.tolist() if loads is not None else [],
+                "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines)."""
+        from model.losses import concept_metrics
+        from model.packing import pack_sequences
+
+        cfg = self.cfg
+        self.model.eval()
+        mode = "packed" if cfg.packing in ("packed", "packed-leaky") else "padded"
+        full = pack_sequences([s.vectors for s in self.eval_seqs], cfg.max_len, mode=mode, strategy=cfg.strategy)
+        totals: dict[str, float] = {}
+        n = 0
+        for batch in full.steps(cfg.rows_per_step):
+            batch = batch.to(self.device)
+            out, lo = self._forward_loss(self.model, batch)
+            m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
+            parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss), **{k: float(v) for k, v in m.items()}}
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v * lo.n_targets
+            n += lo.n_targets
+        self.model.train()
+        return {"split": "eval", "step": self.step, **{k: v / n for k, v in totals.items()}, "targets": n,
+                "packing": cfg.packing}
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _stop_now(self) -> bool:
+        local = self.stop_requested or bool(self.run and self.dist.is_main and self.run.stop_file.exists())
+        if not self.dist.enabled:
+            return local
+        flag = torch.tensor([float(local)], device=self.device)
+        dist.all_reduce(flag)  # every rank stops at the same step
+        return bool(flag.item())
+
+    def _log(self, record: dict, writer) -> None:
+        if not (self.run and self.dist.is_main):
+            return
+        self.run.append_metrics(record)
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    writer.add_scalar(f"{record['split']}/{k}", v, record["step"])
+            for layer, load in enumerate(record.get("expert_load", [])):
+                writer.add_scalars(f"expert_load/layer{layer}", {f"e{e}": x for e, x in enumerate(load)},
+                                   record["step"])
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):
+            self.stop_requested = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread (a notebook thread): the stop file still works
+                pass
+
+    def train(self) -> str:
+        """Run to ``cfg.steps`` or a stop request; returns the final state ("finished" or "stopped")."""
+        cfg, run = self.cfg, self.run if self.dist.is_main else None
+        self._install_signal_handlers()
+        writer = None
+        if run is not None and cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run.tensorboard))
+        if run is not None:
+            run.truncate_metrics(self.step)  # a resumed run re-logs what came after its checkpoint
+            run.write_status(state="running", pid=os.getpid(), step=self.step, steps=cfg.steps, error=None,
+                             resumed_from=getattr(self, "resumed_from", None), **self.meta)
+        bar = None
+        if self.progress and self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        if self.step == 0 and self.dist.is_main:
+            self._log(self.evaluate(), writer)
+        state = "finished"
+        epoch, steps = None, []
+        try:
+            while self.step < cfg.steps:
+                if self._stop_now():
+                    state = "stopped"
+                    break
+                e, i = self.sampler.position(self.step)
+                if e != epoch:
+                    epoch, steps = e, self.sampler.epoch_steps(e)
+                record = self.train_step(steps[i])
+                self.step += 1
+                record["epoch"] = e
+                self._log(record, writer)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", cos=f"{record['cosine']:.3f}",
+                                    concepts_s=f"{record['concepts_per_s']:.0f}")
+                if run is not None:
+                    run.write_status(step=self.step, loss=record["loss"], concepts_per_s=record["concepts_per_s"])
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.dist.is_main:
+                    self._log(self.evaluate(), writer)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.checkpoint()
+            if state == "finished" and self.dist.is_main and not (cfg.eval_every and self.step % cfg.eval_every == 0):
+                self._log(self.evaluate(), writer)
+            if run is not None:
+                run.write_status(state="stopping" if state == "stopped" else "running")
+            self.checkpoint()
+            if self.dist.enabled:
+                dist.barrier()
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        if run is not None:
+            if run.stop_file.exists():
+                run.stop_file.unlink()
+            run.write_status(state=state, step=self.step)
+        return state
+
+
+def run_training(cfg: TrainConfig, run_dir: str | Path | None = None, runs_dir: str | Path | None = None,
+                 resume: bool = False, progress: bool = True) -> tuple[str, Path]:
+    """Train in this process (one rank of torchrun when WORLD_SIZE > 1); returns (final state, run folder).
+
+    ``run_dir``: an existing run folder (resume, or one made by start_run); else a new folder in ``runs_dir``.
+    """
+    info = DistInfo.from_env()
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend)
+    try:
+        path = [None]
+        if info.is_main:
+            if run_dir is not None:
+                run = RunDir(run_dir)
+                if not run.config.is_file():
+                    run.create(cfg.to_dict())
+            else:
+                base = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+                run = RunDir(base / new_run_name(cfg)).create(cfg.to_dict())
+            path = [str(run.path)]
+        if info.enabled:
+            dist.broadcast_object_list(path, src=0)  # every rank agrees on the folder (resume reads it)
+        run = RunDir(path[0])
+        try:
+            trainer = Trainer(cfg, run, resume=resume, dist_info=info, progress=progress)
+            state = trainer.train()
+        except BaseException as e:
+            if info.is_main:
+                run.write_status(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            raise
+        return state, run.path
+    finally:
+        if info.enabled and dist.is_initialized():
+            dist.destroy_process_group()
