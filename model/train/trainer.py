@@ -243,29 +243,16 @@ class Trainer:
                 "utilization": concepts / positions, "expert_load": loads.tolist() if loads is not None else [],
                 "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing}
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines)."""
-        from model.losses import concept_metrics
-        from model.packing import pack_sequences
+        from model.infer import evaluate_sequences
 
         cfg = self.cfg
-        self.model.eval()
         mode = "packed" if cfg.packing in ("packed", "packed-leaky") else "padded"
-        full = pack_sequences([s.vectors for s in self.eval_seqs], cfg.max_len, mode=mode, strategy=cfg.strategy)
-        totals: dict[str, float] = {}
-        n = 0
-        for batch in full.steps(cfg.rows_per_step):
-            batch = batch.to(self.device)
-            out, lo = self._forward_loss(self.model, batch)
-            m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
-            parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss), **{k: float(v) for k, v in m.items()}}
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v * lo.n_targets
-            n += lo.n_targets
-        self.model.train()
-        return {"split": "eval", "step": self.step, **{k: v / n for k, v in totals.items()}, "targets": n,
-                "packing": cfg.packing}
+        result = evaluate_sequences(self.model, [s.vectors for s in self.eval_seqs], cfg.max_len, cfg.rows_per_step,
+                                    cfg.loss, cfg.temperature, mode=mode, strategy=cfg.strategy,
+                                    autocast_ctx=autocast(self.device, self.dtype))
+        return {"split": "eval", "step": self.step, **result, "packing": cfg.packing}
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""Using a trained VMMoE: packed batch inference, recurrent step inference, generation, A/B evaluation.
+
+- ``packed_inference(model, seqs)``: many sequences packed into rows, one forward per group of rows,
+  unpacked back; equal to running each sequence alone (the model resets at segment starts).
+- ``step_inference(model, values, segment_ids)``: the same predictions one position at a time with an
+  explicit state cache (``model.allocate_cache``), reset at every segment start.
+- ``generate(model, store, context_ids, n)``: read a context of concepts, then predict the next concept
+  n times, each decoded to its nearest store sentences; stops when a prediction repeats the previous one.
+- ``evaluate_sequences`` / ``compare_checkpoints``: loss and metrics of one or two models on the same
+  packed evaluation set (by default the held-out documents of checkpoint A's run).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from model.segments import segment_starts
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def packed_inference(model, sequences: list[torch.Tensor], max_len: int | None = None, rows_per_step: int = 16,
+                     mode: str = "packed", strategy: str = "bfd") -> list[torch.Tensor]:
+    """Predictions for each sequence, in input order: list of (len_i, d_concept) float32 on the CPU.
+
+    ``sequences``: list of (len_i, d_concept) tensors. ``max_len`` (default: the longest sequence) is the
+    row length; a longer sequence is cut into chunks, each starting from a zero state.
+    ``mode`` "packed" (rows with resets) or "padded" (one sequence per row).
+    """
+    from model.packing import pack_sequences
+
+    if mode not in ("packed", "padded"):
+        raise ValueError(f"mode must be 'packed' or 'padded', got {mode!r}")
+    if not sequences:
+        raise ValueError("packed_inference needs at least one sequence")
+    max_len = max_len or max(int(s.shape[0]) for s in sequences)
+    model.eval()
+    device = _model_device(model)
+    batch = pack_sequences([s.float() for s in sequences], max_len, mode=mode, strategy=strategy)
+    preds = []
+    for start in range(0, batch.values.shape[0], rows_per_step):  # rows in order, so unpack sees the full layout
+        values = batch.values[start:start + rows_per_step].to(device)
+        seg = batch.segment_ids[start:start + rows_per_step].to(device)
+        preds.append(model(values, seg).prediction.float().cpu())
+    return batch.unpack(torch.cat(preds))
+
+
+@torch.no_grad()
+def one_by_one(model, sequences: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each sequence alone, as a batch of one: the reference packed inference must equal."""
+    model.eval()
+    device = _model_device(model)
+    return [model(s.float()[None].to(device)).prediction[0].float().cpu() for s in sequences]
+
+
+@torch.no_grad()
+def step_inference(model, values: torch.Tensor, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The parallel forward's prediction computed one position at a time with a recurrent state cache.
+
+    values (rows, L, d_concept), segment_ids (rows, L) (None: one segment per row). At each segment start
+    the row's cache is reset; padding positions give 0. Returns (rows, L, d_concept) float32.
+    """
+    model.eval()
+    device = _model_device(model)
+    rows, L, _ = values.shape
+    if segment_ids is None:
+        segment_ids = torch.zeros(rows, L, dtype=torch.long)
+    from model.segments import validate_segment_ids
+
+    validate_segment_ids(segment_ids, rows, L)
+    values, segment_ids = values.to(device), segment_ids.to(device)
+    starts, real = segment_starts(segment_ids), segment_ids >= 0
+    cache = model.allocate_cache(rows, device=device)
+    out = torch.zeros(rows, L, model.config.d_concept, device=device)
+    for t in range(L):
+        # x_t : (rows, d_concept)
+        if starts[:, t].any():
+            cache.reset(starts[:, t])
+        out[:, t] = model.step(values[:, t], cache).float() * real[:, t, None]
+    return out.cpu()
+
+
+@dataclass
+class GeneratedStep:
+    """One generated concept: the predicted vector and its nearest store sentences (with cosine scores)."""
+    index: int                                  # 0 = first concept after the context
+    vector: torch.Tensor                        # (d_concept,) the unit-normalised prediction
+    neighbours: list = field(default_factory=list)  # [(Sentence, score)], best first
+    cosine_to_previous: float | None = None     # to the previous prediction (None for the first)
+
+    @property
+    def text(self) -> str:
+        return self.neighbours[0][0].text if self.neighbours else ""
+
+
+@torch.no_grad()
+def generate(model, store, context_ids: list[int], n: int, k: int = 3, repeat_threshold: float = 0.98,
+             feed: str = "prediction") -> list[GeneratedStep]:
+    """Predict up to ``n`` next concepts after the context and decode each to its ``k`` nearest sentences.
+
+    The context (store sentence ids, in order) runs through the recurrent step mode; then each
+    prediction is fed back (``feed="prediction"``: the normalised predicted vector; ``"nearest"``: the
+    vector of its nearest sentence). Generation stops early when a prediction's cosine to the previous
+    prediction exceeds ``repeat_threshold`` (the model is repeating itself); that repeat is not returned.
+    """
+    if not context_ids:
+        raise ValueError("generate needs at least one context sentence id")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if feed not in ("prediction", "nearest"):
+        raise ValueError(f"feed must be 'prediction' or 'nearest', got {feed!r}")
+    model.eval()
+    device = _model_device(model)
+    context = torch.as_tensor(store.vectors(list(context_ids)), dtype=torch.float32, device=device)
+    if context.shape[0] != len(context_ids):
+        raise ValueError(f"context ids {list(context_ids)} do not all have vectors in the store")
+    cache = model.allocate_cache(1, device=device)
+    for x in context:
+        pred = model.step(x[None], cache)[0]
+    steps: list[GeneratedStep] = []
+    prev = None
+    for i in range(n):
+        vec = F.normalize(pred.float(), dim=-1)
+        cos_prev = float(vec @ prev) if prev is not None else None
+        if cos_prev is not None and cos_prev > repeat_threshold:
+            break
+        neighbours = store.search(vec.cpu().numpy(), k)
+        steps.append(GeneratedStep(i, vec.cpu(), [(s, float(score)) for s, score in neighbours], cos_prev))
+        prev = vec
+        if feed == "nearest" and neighbours:
+            nxt = torch.as_tensor(store.vectors([neighbours[0][0].id]), dtype=torch.float32, device=device)[0]
+        else:
+            nxt = vec
+        pred = model.step(nxt[None].to(device), cache)[0]
+    return steps
+
+
+@torch.no_grad()
+def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_per_step: int = 16,
+                       loss: str = "cosine", temperature: float = 0.05, mode: str = "packed",
+                       strategy: str = "bfd", autocast_ctx=None) -> dict:
+    """Mean loss and metrics over sequences (packed rows, groups of ``rows_per_step`` rows), weighted by targets.
+
+    Retrieval accuracy (top1/top5) is measured among the targets of each group of rows.
+    """
+    from model.losses import concept_loss, concept_metrics
+    from model.packing import pack_sequences
+
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    full = pack_sequences([s.float() for s in sequences], max_len, mode=mode, strategy=strategy)
+    totals: dict[str, float] = {}
+    n = 0
+    for batch in full.steps(rows_per_step):
+        batch = batch.to(device)
+        with autocast_ctx or contextlib.nullcontext():
+            out = model(batch.values, batch.segment_ids)
+        lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=loss, temperature=temperature)
+        m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
+        parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss), **{k: float(v) for k, v in m.items()}}
+        for key, v in parts.items():
+            totals[key] = totals.get(key, 0.0) + v * lo.n_targets
+        n += int(lo.n_targets)
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("the evaluation sequences hold no next-concept target (all shorter than 2)")
+    return {**{k: v / n for k, v in totals.items()}, "targets": n}
+
+
+def compare_checkpoints(a, b, sequences: list[torch.Tensor] | None = None, max_len: int | None = None,
+                        rows_per_step: int = 16, loss: str | None = None) -> dict:
+    """A/B: two checkpoints (run folders or checkpoint folders) on the same packed evaluation set.
+
+    ``sequences`` default: the held-out documents of A's run (its data, seed and eval_fraction).
+    Returns {"a": {...metrics, path, step}, "b": {...}, "delta": b - a per metric, "targets": n}.
+    """
+    from model.train.config import TrainConfig
+    from model.train.data import load_sequences, split_documents
+    from model.train.runs import load_checkpoint
+
+    model_a, cfg_a, meta_a = load_checkpoint(a)
+    model_b, cfg_b, meta_b = load_checkpoint(b)
+    if cfg_a.d_concept != cfg_b.d_concept:
+        raise ValueError(f"checkpoints disagree on d_concept: {cfg_a.d_concept} vs {cfg_b.d_concept}")
+    tcfg = TrainConfig.from_dict(meta_a["train"])
+    if sequences is None:
+        seqs, _ = load_sequences(tcfg)
+        sequences = [s.vectors for s in split_documents(seqs, tcfg.eval_fraction, tcfg.seed)[1]]
+    max_len = max_len or tcfg.max_len
+    loss = loss or tcfg.loss
+    ra = evaluate_sequences(model_a, sequences, max_len, rows_per_step, loss)
+    rb = evaluate_sequences(model_b, sequences, max_len, rows_per_step, loss)
+    delta = {k: rb[k] - ra[k] for k in ra if k != "targets"}
+    return {"a": {**ra, "path": meta_a["path"], "step": meta_a["step"], "leaky": not cfg_a.isolate_segments},
+            "b": {**rb, "path": meta_b["path"], "step": meta_b["step"], "leaky": not cfg_b.isolate_segments},
+            "delta": delta, "targets": ra["targets"], "loss_kind": loss}
