@@ -57,6 +57,8 @@ def test_leaky_model_is_caught_op_by_op(reports):
 
 
 def test_audit_of_a_model_after_training_steps_and_of_a_given_batch():
+    from model.packing import pack_sequences
+
     torch.manual_seed(0)
     model = VMMoE(TINY)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -69,6 +71,8 @@ def test_audit_of_a_model_after_training_steps_and_of_a_given_batch():
         opt.step()
     rep = audit(model, (values, ids), target=(2, 0))
     assert rep.passed and rep.target == (2, 0)
+    batch = pack_sequences([torch.randn(n, 16) for n in (6, 2, 9, 4, 7)], max_len=12)
+    assert audit(model, batch).passed
     assert model.training  # the audit restores the mode
 
 

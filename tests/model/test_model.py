@@ -165,3 +165,16 @@ def test_config_round_trip_and_strictness():
             VMMoEConfig.from_dict(bad)
     with pytest.raises(ValueError, match="dict"):
         VMMoEConfig.from_dict([("d_model", 3)])
+
+
+def test_pack_sequences_round_trip_equals_each_sequence_run_alone():
+    from model.packing import pack_sequences
+
+    model = tiny_model()
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randn(n, 16, generator=g) for n in (7, 3, 9, 1, 5, 12, 2)]
+    batch = pack_sequences(seqs, max_len=16)
+    assert batch.values.shape[0] < len(seqs)  # really packed: several sequences share rows
+    preds = batch.unpack(model(batch.values, batch.segment_ids).prediction)
+    for seq, pred in zip(seqs, preds):
+        torch.testing.assert_close(pred, model(seq[None]).prediction[0], atol=1e-5, rtol=1e-5)
