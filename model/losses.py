@@ -1,0 +1,174 @@
+"""Next-concept losses and metrics that never look across a segment boundary.
+
+The target of position t is the vector at t+1 *of the same segment*. A segment's last position and
+padding have no target, so the last concept of one packed sequence is never asked to predict the
+first concept of the next one.
+
+    targets, mask = next_concept_targets(values, segment_ids)
+    out = concept_loss(prediction, values, segment_ids, kind="cosine" | "mse" | "infonce")
+    m = concept_metrics(prediction, values, segment_ids)   # cosine, top1, top5, copy_* baselines
+
+Retrieval metrics rank the true next vector among all targets of the batch (in-batch candidates),
+next to the "copy the current vector" baseline, so a user sees whether the model learned more than
+copying its input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model.segments import check_finite, global_segment_index, validate_segment_ids
+
+KINDS = ("cosine", "mse", "infonce")
+_BLOCK = 1024  # queries per block when ranking: bounds memory at _BLOCK * candidates scores
+
+
+@dataclass
+class LossOutput:
+    """loss: scalar (mean over targets, differentiable); n_targets: int;
+    per_segment: (S,) detached mean loss of each segment of the batch (global order), NaN where a
+    segment has no target (length 1)."""
+
+    loss: torch.Tensor
+    n_targets: int
+    per_segment: torch.Tensor
+
+
+def _check(prediction, values, segment_ids, validate: bool = True):
+    for name, t in (("prediction", prediction), ("values", values)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor (rows, L, d), got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+                             f"{'' if not isinstance(t, torch.Tensor) else ' ' + str(t.dtype)}")
+    if prediction is not values and prediction.shape != values.shape:
+        raise ValueError(f"prediction has shape {tuple(prediction.shape)} but values have {tuple(values.shape)}")
+    if prediction.device != values.device or segment_ids.device != values.device:
+        raise ValueError(f"prediction ({prediction.device}), values ({values.device}) and segment_ids "
+                         f"({segment_ids.device}) must be on one device")
+    validate_segment_ids(segment_ids, values.shape[0], values.shape[1])
+    if validate:
+        check_finite(values, "values")
+        check_finite(prediction, "prediction")
+
+
+def next_concept_targets(values: torch.Tensor, segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """values (rows, L, d), segment_ids (rows, L) -> targets (rows, L, d) (0 where none), mask (rows, L) bool.
+
+    mask[r, t] is True iff t and t+1 are real positions of the same segment.
+    """
+    _check(values, values, segment_ids, validate=False)
+    ids = segment_ids.long()
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[:, :-1] = (ids[:, :-1] >= 0) & (ids[:, 1:] == ids[:, :-1])
+    targets = torch.zeros_like(values)
+    targets[:, :-1] = values[:, 1:] * mask[:, :-1, None].to(values.dtype)
+    return targets, mask
+
+
+def _infonce(pred, tgt, temperature, extra_logits=None):
+    """pred, tgt (M, d): cross-entropy of each prediction against all targets (positive on the diagonal).
+
+    Candidates identical to the positive (a repeated sentence) are not counted as negatives.
+    """
+    p, t = F.normalize(pred, dim=-1), F.normalize(tgt, dim=-1)
+    logits = p @ t.T / temperature  # (M, M)
+    with torch.no_grad():
+        same = (t @ t.T) > 1 - 1e-6
+        same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    if extra_logits is not None:
+        logits = torch.cat([logits, extra_logits], dim=1)
+    labels = torch.arange(pred.shape[0], device=pred.device)
+    return F.cross_entropy(logits, labels, reduction="none")  # (M,)
+
+
+def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor,
+                 kind: str = "cosine", temperature: float = 0.05, distractors: torch.Tensor | None = None,
+                 validate: bool = True) -> LossOutput:
+    """Next-concept loss inside segments.
+
+    prediction, values : (rows, L, d)  the model's output at t is compared with values at t+1
+    kind               : "cosine" (1 - cos), "mse" (mean over d), "infonce" (in-batch negatives)
+    distractors        : extra InfoNCE negatives, (rows, L, k, d) per position or (M, d) shared
+    returns LossOutput(loss, n_targets, per_segment)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if distractors is not None and kind != "infonce":
+        raise ValueError(f"distractors are only used by kind='infonce', not {kind!r}")
+    _check(prediction, values, segment_ids, validate)
+    targets, mask = next_concept_targets(values, segment_ids)
+    pred, tgt = prediction[mask], targets[mask]  # (M, d)
+    gidx, n_seg = global_segment_index(segment_ids)
+    seg_of = gidx[mask]  # (M,)
+    if kind == "cosine":
+        per = 1 - F.cosine_similarity(pred, tgt.to(pred.dtype), dim=-1)
+    elif kind == "mse":
+        per = (pred - tgt.to(pred.dtype)).pow(2).mean(-1)
+    else:
+        per = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
+    n = int(mask.sum())
+    loss = per.mean() if n else prediction.sum() * 0.0  # keeps the graph; no target, no signal
+    with torch.no_grad():
+        sums = torch.zeros(n_seg, dtype=per.dtype, device=per.device).index_add_(0, seg_of, per.detach())
+        counts = torch.bincount(seg_of, minlength=n_seg).to(per.dtype)
+        per_segment = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+    return LossOutput(loss=loss, n_targets=n, per_segment=per_segment)
+
+
+def _distractor_logits(pred, distractors, mask, temperature):
+    """Cosine logits of each prediction (M, d) against its distractors: (M, k) or (M, M')."""
+    if distractors is None:
+        return None
+    rows, L = mask.shape
+    d = pred.shape[-1]
+    if not isinstance(distractors, torch.Tensor) or not distractors.is_floating_point():
+        raise ValueError("distractors must be a float tensor (rows, L, k, d) or (M, d)")
+    p = F.normalize(pred, dim=-1)
+    if distractors.dim() == 4 and distractors.shape[:2] == (rows, L) and distractors.shape[-1] == d:
+        dist = F.normalize(distractors[mask].to(pred.dtype), dim=-1)  # (M, k, d)
+        return torch.einsum("md,mkd->mk", p, dist) / temperature
+    if distractors.dim() == 2 and distractors.shape[-1] == d:
+        return p @ F.normalize(distractors.to(pred.dtype), dim=-1).T / temperature
+    raise ValueError(f"distractors must have shape ({rows}, {L}, k, {d}) or (M, {d}), got {tuple(distractors.shape)}")
+
+
+def _ranks(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(M,) rank of candidate i for query i among all candidates by cosine (0 = best).
+
+    Rank counts candidates scoring strictly higher, so a duplicate of the true vector does not
+    push it down.
+    """
+    q, c = F.normalize(queries.float(), dim=-1), F.normalize(candidates.float(), dim=-1)
+    ranks = []
+    for i0 in range(0, q.shape[0], _BLOCK):
+        scores = q[i0:i0 + _BLOCK] @ c.T  # (block, M)
+        own = scores.gather(1, torch.arange(i0, i0 + scores.shape[0], device=q.device)[:, None])  # (block, 1)
+        ranks.append((scores > own).sum(dim=1))
+    return torch.cat(ranks)
+
+
+@torch.no_grad()
+def concept_metrics(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor) -> dict:
+    """Next-concept quality of ``prediction`` against the copy-the-input baseline.
+
+    Returns floats: ``cosine`` (mean cos to the target), ``top1``/``top5`` (the target ranks first /
+    in the first five among all targets of the batch), ``copy_cosine``/``copy_top1`` (the same for
+    predicting values[t] itself), and ``n_targets``.
+    """
+    _check(prediction, values, segment_ids)
+    targets, mask = next_concept_targets(values, segment_ids)
+    n = int(mask.sum())
+    if n == 0:
+        nan = float("nan")
+        return {"cosine": nan, "top1": nan, "top5": nan, "copy_cosine": nan, "copy_top1": nan, "n_targets": 0}
+    pred, tgt, cur = prediction[mask].float(), targets[mask].float(), values[mask].float()
+    ranks, copy_ranks = _ranks(pred, tgt), _ranks(cur, tgt)
+    return {"cosine": float(F.cosine_similarity(pred, tgt, dim=-1).mean()),
+            "top1": float((ranks < 1).float().mean()), "top5": float((ranks < 5).float().mean()),
+            "copy_cosine": float(F.cosine_similarity(cur, tgt, dim=-1).mean()),
+            "copy_top1": float((copy_ranks < 1).float().mean()), "n_targets": n}
