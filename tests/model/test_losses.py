@@ -1,0 +1,158 @@
+"""Next-concept losses: no target crosses a segment boundary, packed == per-sequence, InfoNCE and
+the retrieval metrics match hand computations, bad input is refused."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.losses import concept_loss, concept_metrics, next_concept_targets
+from model.packing import pack_sequences
+from model.segments import SegmentLayoutError
+
+
+def test_targets_stay_inside_segments():
+    values = torch.arange(1.0, 8.0).view(1, 7, 1)  # (rows=1, L=7, d=1): position t holds t+1
+    seg = torch.tensor([[0, 0, 0, 1, 1, 2, -1]])
+    targets, mask = next_concept_targets(values, seg)
+    assert mask.tolist() == [[True, True, False, True, False, False, False]]
+    assert targets[0, :, 0].tolist() == [2.0, 3.0, 0.0, 5.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse", "infonce"])
+def test_boundary_and_padding_positions_get_no_loss(kind):
+    """Predicting the next segment's first vector at a segment end (or anything at padding) is
+    neither rewarded nor punished: those predictions get exactly zero gradient."""
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(2, 6, 4, generator=g)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, -1, -1]])
+    pred = torch.randn(2, 6, 4, generator=g)
+    pred[0, 2] = values[0, 3]  # the last of segment 0 "predicts" the first of segment 1
+    pred.requires_grad_()
+    out = concept_loss(pred, values, seg, kind=kind)
+    (grad,) = torch.autograd.grad(out.loss, pred)
+    no_target = torch.tensor([[0, 0, 1, 0, 0, 1], [0, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.count_nonzero(grad[no_target]) == 0
+    assert torch.count_nonzero(grad[~no_target].abs().sum(-1)) == (~no_target).sum()
+    assert out.n_targets == 6
+    # changing the first vector of segment 1 leaves segment 0's loss alone
+    if kind != "infonce":  # (InfoNCE uses every target as a negative, by design)
+        v2 = values.clone()
+        v2[0, 3] += 5
+        torch.testing.assert_close(concept_loss(pred, v2, seg, kind=kind).per_segment[0], out.per_segment[0])
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_packed_loss_equals_loss_of_each_sequence_alone(kind):
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randn(n, 3, generator=g) for n in (4, 1, 6, 2, 3)]
+    preds = [torch.randn(n, 3, generator=g) for n in (4, 1, 6, 2, 3)]
+    packed, packed_pred = pack_sequences(seqs, 8), pack_sequences(preds, 8)
+    out = concept_loss(packed_pred.values, packed.values, packed.segment_ids, kind=kind)
+    alone = [concept_loss(p[None], s[None], torch.zeros(1, len(s), dtype=torch.long), kind=kind)
+             for s, p in zip(seqs, preds)]
+    total = sum(a.loss * a.n_targets for a in alone)
+    assert out.n_targets == sum(a.n_targets for a in alone) == 11
+    torch.testing.assert_close(out.loss, total / out.n_targets)
+    # per_segment follows the packed order (row, then start); compare as sets of values
+    per_alone = sorted(float(a.per_segment[0]) for a in alone if a.n_targets)
+    per_packed = sorted(float(v) for v in out.per_segment if not math.isnan(v))
+    assert per_packed == pytest.approx(per_alone)
+    assert int(torch.isnan(out.per_segment).sum()) == 1  # the length-1 sequence has no target
+
+
+def test_cosine_and_mse_by_hand():
+    values = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]]])
+    pred = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [9.0, 9.0]]])
+    seg = torch.zeros(1, 3, dtype=torch.long)
+    # targets: [0, 2] for t=0 (pred [0, 1], cos 1); [3, 0] for t=1 (pred [1, 1], cos 1/sqrt 2)
+    cos = concept_loss(pred, values, seg, "cosine")
+    assert float(cos.loss) == pytest.approx(((1 - 1) + (1 - 1 / math.sqrt(2))) / 2)
+    mse = concept_loss(pred, values, seg, "mse")
+    assert float(mse.loss) == pytest.approx(((0 + 1) / 2 + (4 + 1) / 2) / 2)
+
+
+def test_infonce_by_hand_and_duplicates_are_not_negatives():
+    values = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    seg = torch.zeros(1, 3, dtype=torch.long)
+    pred = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]]])
+    T = 0.5
+    out = concept_loss(pred, values, seg, "infonce", temperature=T)
+    # target 0 = e1, target 1 = e2; logits of pred 0: [1, 0]/T; of pred 1: [1/sqrt2, 1/sqrt2]/T
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    l1 = math.log(2)
+    assert float(out.loss) == pytest.approx((l0 + l1) / 2, rel=1e-5)
+    # a repeated target vector is not a negative: with targets [e1, e1] the loss is 0 for a perfect guess
+    values2 = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]])
+    seg2 = torch.tensor([[0, 0, 1, 1]])
+    perfect = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
+    assert float(concept_loss(perfect, values2, seg2, "infonce", temperature=0.05).loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_infonce_distractors_add_negatives():
+    g = torch.Generator().manual_seed(2)
+    values, pred = torch.randn(1, 5, 3, generator=g), torch.randn(1, 5, 3, generator=g)
+    seg = torch.zeros(1, 5, dtype=torch.long)
+    base = concept_loss(pred, values, seg, "infonce")
+    per_pos = concept_loss(pred, values, seg, "infonce", distractors=torch.randn(1, 5, 2, 3, generator=g))
+    shared = concept_loss(pred, values, seg, "infonce", distractors=torch.randn(7, 3, generator=g))
+    assert float(per_pos.loss) > float(base.loss) and float(shared.loss) > float(base.loss)
+    # a distractor equal to the prediction direction is a hard negative: it raises the loss a lot
+    hard = concept_loss(pred, values, seg, "infonce", distractors=pred[:, :, None, :] * 2)
+    assert float(hard.loss) > float(per_pos.loss)
+
+
+def test_metrics_by_hand():
+    e = torch.eye(3)
+    # one segment: v0=e0, v1=e1, v2=e2, v3=e0 -> targets e1, e2, e0 (candidates)
+    values = torch.stack([e[0], e[1], e[2], e[0]])[None]
+    seg = torch.zeros(1, 4, dtype=torch.long)
+    pred = torch.stack([e[1], e[0], e[0], e[2]])[None]  # right, wrong (e0 instead of e2), right, (no target)
+    m = concept_metrics(pred, values, seg)
+    assert m["n_targets"] == 3
+    assert m["cosine"] == pytest.approx((1 + 0 + 1) / 3)
+    assert m["top1"] == pytest.approx(2 / 3)
+    assert m["top5"] == pytest.approx(1.0)  # only 3 candidates
+    # copying the current vector: cos(e0,e1)=0, cos(e1,e2)=0, cos(e2,e0)=0; it always retrieves the wrong one
+    assert m["copy_cosine"] == pytest.approx(0.0) and m["copy_top1"] == pytest.approx(0.0)
+    # a perfect prediction
+    targets, _ = next_concept_targets(values, seg)
+    assert concept_metrics(targets, values, seg)["top1"] == 1.0
+
+
+def test_metrics_rank_among_many_candidates():
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(3, 700, 8, generator=g)  # > one ranking block of queries
+    seg = torch.zeros(3, 700, dtype=torch.long)
+    targets, mask = next_concept_targets(values, seg)
+    noisy = targets + 0.05 * torch.randn(targets.shape, generator=g)
+    m = concept_metrics(noisy, values, seg)
+    assert m["top1"] > 0.9 and m["copy_top1"] < 0.01 and m["top5"] >= m["top1"]
+
+
+def test_no_target_gives_zero_loss_with_graph():
+    pred = torch.randn(2, 1, 3, requires_grad=True)
+    out = concept_loss(pred, torch.randn(2, 1, 3), torch.zeros(2, 1, dtype=torch.long))
+    assert out.n_targets == 0 and float(out.loss.detach()) == 0.0
+    out.loss.backward()
+    assert torch.count_nonzero(pred.grad) == 0
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda p, v, s: concept_loss(p, v, s, kind="l1"), ValueError, "kind must be one of"),
+    (lambda p, v, s: concept_loss(p, v, s, temperature=0), ValueError, "temperature must be > 0"),
+    (lambda p, v, s: concept_loss(p[:, :3], v, s), ValueError, "prediction has shape"),
+    (lambda p, v, s: concept_loss(p, v[0], s), ValueError, "values must be a float tensor"),
+    (lambda p, v, s: concept_loss(p * float("nan"), v, s), ValueError, "prediction contains NaN"),
+    (lambda p, v, s: concept_loss(p, v, s + 1), SegmentLayoutError, "starts with segment 1"),
+    (lambda p, v, s: concept_loss(p, v, s, kind="infonce", distractors=torch.zeros(2, 3)), ValueError,
+     "distractors must have shape"),
+    (lambda p, v, s: concept_loss(p, v, s, distractors=torch.zeros(2, 2)), ValueError, "only used by kind='infonce'"),
+    (lambda p, v, s: concept_metrics(p, v, s[:, :2]), SegmentLayoutError, "segment_ids has shape"),
+])
+def test_bad_input(call, err, match):
+    p, v, s = torch.randn(1, 4, 2), torch.randn(1, 4, 2), torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(err, match=match):
+        call(p, v, s)
