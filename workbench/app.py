@@ -1,0 +1,137 @@
+"""The workbench app: one shared state, six views in tabs. ``create_app()`` returns it (a Viewer).
+
+    import panel as pn; pn.extension("tabulator", notifications=True)
+    from workbench.app import create_app
+    create_app()          # in a notebook cell; `panel serve workbench` serves workbench/main.py
+
+It opens on the default concept store (built from the bundled corpus on a first start, with a
+progress bar) and a fresh small default model with a fixed seed.
+
+Stable hooks for browser tests (CSS classes; tab titles are exactly the names in the first line):
+
+    tabs           "Concepts", "Packing", "States", "Routing", "Leakage", "Training"  (in .wb-tabs)
+    app            .wb-app  .wb-header  .wb-model-label  .wb-batch-label  .wb-store-status  .wb-store-progress
+    Concepts       .wb-concepts  .wb-concepts-upload (FileInput)  .wb-concepts-upload-limit  .wb-concepts-paste
+                   .wb-concepts-source  .wb-concepts-add  .wb-concepts-files  .wb-concepts-add-files
+                   .wb-concepts-status-filter  .wb-concepts-table  .wb-concepts-accept  .wb-concepts-reject
+                   .wb-concepts-encode  .wb-concepts-encode-progress  .wb-concepts-report
+                   .wb-concepts-search  .wb-concepts-search-button  .wb-concepts-results  .wb-concepts-map
+                   .wb-concepts-stats
+    Packing        .wb-packing  .wb-packing-data  .wb-packing-maxlen  .wb-packing-strategy  .wb-packing-mode
+                   .wb-packing-nsynthetic  .wb-packing-status  .wb-packing-utilization  .wb-packing-layout
+                   .wb-packing-packed  .wb-packing-padded  .wb-packing-histogram
+    States         .wb-states  .wb-states-row  .wb-states-leaky  .wb-states-heatmap  .wb-states-diff
+                   .wb-states-summary
+    Routing        .wb-routing  .wb-routing-row  .wb-routing-layer  .wb-routing-shares  .wb-routing-tokens
+                   .wb-routing-aux  .wb-routing-load
+    Leakage        .wb-leakage  .wb-leakage-row  .wb-leakage-segment  .wb-leakage-leaky  .wb-leakage-run
+                   .wb-leakage-heatmap  .wb-leakage-badge (holds .wb-pass or .wb-fail, text PASS / FAIL)
+                   .wb-leakage-summary  .wb-leakage-checks (table of the audit's checks)
+    Training       .wb-training  .wb-training-form  .wb-training-device (shows what "auto" resolves to)
+                   .wb-training-start  .wb-training-stop  .wb-training-resume  .wb-training-progress
+                   .wb-training-eta  .wb-training-curves  .wb-training-runs  .wb-training-compare-a
+                   .wb-training-compare-b  .wb-training-compare  .wb-training-checkpoint
+                   .wb-training-use-checkpoint  .wb-training-use-default
+"""
+from __future__ import annotations
+
+import panel as pn
+import param
+
+from workbench import services
+from workbench.state import WorkbenchState
+
+TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
+EXTENSIONS = ("tabulator",)
+
+
+class WorkbenchApp(pn.viewable.Viewer):
+    """Header (model, batch, store progress) over the six views; ``poll()`` advances background work."""
+
+    poll_ms = param.Integer(default=1000, bounds=(100, None))
+
+    def __init__(self, state: WorkbenchState | None = None, store=None, **params):
+        super().__init__(**params)
+        from workbench.views.concepts import ConceptsView
+        from workbench.views.leakage import LeakageView
+        from workbench.views.packing import PackingView
+        from workbench.views.routing import RoutingView
+        from workbench.views.states import StatesView
+        from workbench.views.training import TrainingView
+
+        self.state = state or WorkbenchState()
+        if self.state.model is None:
+            self.state.use_default_model()
+        # the default store is opened (built on a first start) in one thread per server process
+        self._store_job = None if store is not None or self.state.store is not None else services.default_store_job()
+        if store is not None:
+            self.state.store = store
+        self._store_error_shown = False
+        self.concepts = ConceptsView(self.state)
+        self.packing = PackingView(self.state)
+        self.states = StatesView(self.state)
+        self.routing = RoutingView(self.state)
+        self.leakage = LeakageView(self.state)
+        self.training = TrainingView(self.state)
+        self.views = dict(zip(TAB_TITLES, (self.concepts, self.packing, self.states, self.routing, self.leakage,
+                                           self.training)))
+        self._store_status = pn.pane.Markdown("", css_classes=["wb-store-status"], margin=(0, 10))
+        self._store_progress = pn.indicators.Progress(value=-1, max=100, width=200, visible=False,
+                                                      css_classes=["wb-store-progress"])
+        self._callback = None
+        self.poll()
+
+    def poll(self) -> None:
+        """Pick up the default store when its job ends, then let each view advance its own work."""
+        job = self._store_job
+        if job is not None and self.state.store is None:
+            if job.finished and job.error is None:
+                self.state.store = job.result
+            elif job.finished and not self._store_error_shown:
+                self._store_error_shown = True
+                self.state.notify(f"the default concept store could not be opened: {job.error}", "error")
+            self._store_progress.visible = not job.finished
+            self._store_progress.value = int(100 * job.fraction) if job.total else -1
+            self._store_status.object = (
+                f"Building the default concept store… {job.done}/{job.total}" if not job.finished else
+                "Default store unavailable" if job.error else "")
+        if self.state.store is not None:
+            self._store_progress.visible = False
+            st = self.state.store
+            self._store_status.object = f"store: {len(st)} sentences, dim {st.dim}"
+        for view in self.views.values():
+            poll = getattr(view, "poll", None)
+            if poll is not None:
+                try:
+                    poll()
+                except Exception as exc:  # one view's failure must not stop the others polling
+                    self.state.fail(exc)
+
+    def start_polling(self) -> None:
+        """Poll from a periodic callback (served app or notebook); tests call ``poll()`` themselves."""
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.poll, period=self.poll_ms)
+
+    def __panel__(self):
+        header = pn.Row(
+            pn.pane.Markdown("## VMMoE Workbench", margin=(0, 10)),
+            pn.pane.Markdown(self.state.param.model_label, css_classes=["wb-model-label"], margin=(0, 10)),
+            pn.pane.Markdown(self.state.param.batch_label, css_classes=["wb-batch-label"], margin=(0, 10)),
+            self._store_status, self._store_progress,
+            css_classes=["wb-header"], sizing_mode="stretch_width",
+        )
+        tabs = pn.Tabs(*self.views.items(), dynamic=True, css_classes=["wb-tabs"], sizing_mode="stretch_width")
+        return pn.Column(header, tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
+
+
+def create_app(state: WorkbenchState | None = None, store=None, live: bool = True) -> WorkbenchApp:
+    """The workbench over ``store`` (default: the default store, opened in the background).
+
+    ``live=True`` starts the periodic callback that polls background work (store build, encoding,
+    training runs); tests pass ``live=False`` and call ``app.poll()``.
+    """
+    pn.extension(*EXTENSIONS, notifications=True)
+    app = WorkbenchApp(state=state, store=store)
+    if live:
+        app.start_polling()
+    return app

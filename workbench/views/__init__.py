@@ -1,0 +1,1 @@
+"""One module per workbench view; each is a ``pn.viewable.Viewer`` over the shared ``WorkbenchState``."""

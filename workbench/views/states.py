@@ -1,0 +1,85 @@
+"""States view: the residual stream's norm per layer x position for one packed row (from the model's
+``Trace``), with segment boundaries marked. The "resets off (leaky)" switch runs the same weights with
+``isolate_segments=False`` and shows how far the leaky states differ from the isolated ones: zero in
+each row's first segment, then the state carrying over into every later segment.
+"""
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.palettes import Inferno256
+
+from workbench import plots
+from workbench.state import WorkbenchState
+
+
+def layer_names(n_layers: int) -> list[str]:
+    return ["in_proj"] + [f"block {i}" for i in range(n_layers)]
+
+
+def boundaries(segment_ids) -> list[int]:
+    """Positions (> 0) where a new segment starts in a (1, L) row."""
+    ids = plots.as_numpy(segment_ids).reshape(-1)
+    return [int(i) for i in np.flatnonzero(ids[1:] != ids[:-1]) + 1 if ids[i] >= 0]
+
+
+class StatesView(pn.viewable.Viewer):
+    leaky = param.Boolean(default=False, doc="resets off: the same weights with isolate_segments=False")
+
+    def __init__(self, state: WorkbenchState, **params):
+        super().__init__(**params)
+        self.state = state
+        self.matrix = None       # (n_layers+1, L) hidden-state norm drawn now
+        self.diff = None         # (n_layers+1, L) |leaky - isolated| when leaky is on
+        self._heat = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-heatmap"])
+        self._diff = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-diff"], visible=False)
+        self._summary = pn.pane.Markdown("", css_classes=["wb-states-summary"])
+        state.param.watch(lambda *_: self.draw(), ["model", "batch", "row"])
+        self.draw()
+
+    @param.depends("leaky", watch=True)
+    def draw(self):
+        try:
+            out = self.state.row_output()
+            leaky_out = self.state.row_output(leaky=True) if self.leaky and out is not None else None
+        except ValueError as exc:
+            self.state.fail(exc)
+            return
+        if out is None:
+            self._summary.object = "Pack some data in the **Packing** tab first."
+            return
+        trace = out.trace
+        norm = plots.as_numpy(trace.hidden_norm[:, 0])            # (n_layers+1, L)
+        cuts = boundaries(trace.segment_ids)
+        names = layer_names(norm.shape[0] - 1)
+        row = self.state.row
+        if leaky_out is None:
+            self.matrix, self.diff = norm, None
+            self._heat.object = plots.heatmap(norm, f"hidden-state norm, row {row} (resets at every boundary)",
+                                              "position", "layer", names, cuts, value_name="norm")
+            self._diff.visible = False
+            self._summary.object = (f"Row {row}: {len(cuts) + 1} segments, {norm.shape[1]} positions. "
+                                    "Dashed lines: segment starts, where the Mamba state and conv window reset.")
+            return
+        leaky_norm = plots.as_numpy(leaky_out.trace.hidden_norm[:, 0])
+        self.matrix, self.diff = leaky_norm, np.abs(leaky_norm - norm)
+        self._heat.object = plots.heatmap(leaky_norm, f"hidden-state norm, row {row}, RESETS OFF (leaky)",
+                                          "position", "layer", names, cuts, value_name="norm")
+        self._diff.object = plots.heatmap(self.diff, "|leaky − isolated| norm: the state carried over a boundary",
+                                          "position", "layer", names, cuts, low=0.0, palette=Inferno256,
+                                          value_name="|Δ norm|")
+        self._diff.visible = True
+        first = cuts[0] if cuts else norm.shape[1]
+        self._summary.object = (f"Resets off: the first segment is unchanged (max |Δ| {self.diff[:, :first].max():.2e}); "
+                                f"later segments differ by up to {self.diff[:, first:].max() if cuts else 0.0:.2e}.")
+
+    def __panel__(self):
+        return pn.Column(
+            pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, name="packed row", width=150,
+                                                  css_classes=["wb-states-row"]),
+                   pn.widgets.Toggle.from_param(self.param.leaky, name="resets off (leaky)", button_type="danger",
+                                                width=180, css_classes=["wb-states-leaky"])),
+            self._summary, self._heat, self._diff,
+            sizing_mode="stretch_width", css_classes=["wb-states"],
+        )

@@ -1,0 +1,270 @@
+"""Training view: a run form (its device choice shows what "auto" resolves to), start / stop / resume,
+live curves streamed from the run's ``metrics.jsonl`` while the run works in its own process, a progress
+bar with ETA, the table of past runs, two runs on one chart, and the checkpoint picker that sets the
+model the States, Routing and Leakage views inspect.
+
+Runs are separate processes (``model.train.start_run``); their handles are kept per server process
+(``services.run_registry``), so closing the browser tab does not stop a run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+from bokeh.models import ColumnDataSource
+from bokeh.palettes import Category10
+
+from workbench import plots, services
+from workbench.state import WorkbenchState
+
+CURVES = (("loss", "training loss"), ("cosine", "cosine(prediction, next concept)"),
+          ("concepts_per_s", "concepts per second"), ("utilization", "utilization (real / all positions)"))
+RUN_COLUMNS = ["name", "state", "step", "steps", "packing", "device", "eval_loss", "updated"]
+
+
+class TrainingView(pn.viewable.Viewer):
+    data = param.Selector(default="default", objects=["default", "synthetic"])
+    packing = param.Selector(default="packed", objects=["packed", "padded", "single", "packed-leaky"])
+    loss = param.Selector(default="cosine", objects=["cosine", "mse", "infonce"])
+    device = param.Selector(default="auto", objects=["auto", "cpu", "cuda", "mps"])
+    steps = param.Integer(default=200, bounds=(1, 1_000_000))
+    max_len = param.Integer(default=256, bounds=(2, 8192))
+    rows_per_step = param.Integer(default=8, bounds=(1, 4096))
+    lr = param.Number(default=1e-3, bounds=(1e-6, 0.5))
+    d_model = param.Integer(default=services.DEFAULT_MODEL["d_model"], bounds=(8, 4096))
+    n_layers = param.Integer(default=services.DEFAULT_MODEL["n_layers"], bounds=(1, 64))
+    n_experts = param.Integer(default=services.DEFAULT_MODEL["n_experts"], bounds=(1, 256))
+    eval_every = param.Integer(default=50, bounds=(0, None))
+    checkpoint_every = param.Integer(default=100, bounds=(0, None))
+    compare_metric = param.Selector(default="loss", objects=[c for c, _ in CURVES])
+
+    def __init__(self, state: WorkbenchState, **params):
+        super().__init__(**params)
+        self.state = state
+        self.current: Path | None = None   # the run whose curves are live
+        self._last_step = 0
+        self._polls = 0
+        self.source = ColumnDataSource({c: [] for c in ("step", *[k for k, _ in CURVES])})
+        self._curves = pn.GridBox(*[pn.pane.Bokeh(plots.curve_figure(self.source, key, title, color=Category10[4][i]),
+                                                  sizing_mode="stretch_width")
+                                    for i, (key, title) in enumerate(CURVES)],
+                                  ncols=2, sizing_mode="stretch_width", css_classes=["wb-training-curves"])
+        self._device_label = pn.pane.Markdown("", css_classes=["wb-training-device"])
+        self._progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width",
+                                                css_classes=["wb-training-progress"])
+        self._eta = pn.pane.Markdown("No run started in this session.", css_classes=["wb-training-eta"])
+        self._runs = pn.widgets.Tabulator(pd.DataFrame(columns=RUN_COLUMNS), disabled=True, selectable=1,
+                                          show_index=False, height=220, sizing_mode="stretch_width",
+                                          css_classes=["wb-training-runs"])
+        self._start = pn.widgets.Button(name="Start run", button_type="primary", css_classes=["wb-training-start"])
+        self._stop = pn.widgets.Button(name="Stop", button_type="warning", css_classes=["wb-training-stop"])
+        self._resume = pn.widgets.Button(name="Resume selected run", css_classes=["wb-training-resume"])
+        self._start.on_click(lambda *_: self.start())
+        self._stop.on_click(lambda *_: self.stop())
+        self._resume.on_click(lambda *_: self.resume())
+        self._compare_a = pn.widgets.Select(name="run A", css_classes=["wb-training-compare-a"])
+        self._compare_b = pn.widgets.Select(name="run B", css_classes=["wb-training-compare-b"])
+        self._compare = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-training-compare"])
+        for w in (self._compare_a, self._compare_b):
+            w.param.watch(lambda *_: self.draw_compare(), "value")
+        self._ckpt_run = pn.widgets.Select(name="run", css_classes=["wb-training-checkpoint-run"])
+        self._ckpt = pn.widgets.Select(name="checkpoint", css_classes=["wb-training-checkpoint"])
+        self._ckpt_run.param.watch(lambda *_: self._list_checkpoints(), "value")
+        self._use_ckpt = pn.widgets.Button(name="Inspect this checkpoint", button_type="success",
+                                           css_classes=["wb-training-use-checkpoint"])
+        self._use_default = pn.widgets.Button(name="Inspect the fresh default model",
+                                              css_classes=["wb-training-use-default"])
+        self._use_ckpt.on_click(lambda *_: self.use_checkpoint())
+        self._use_default.on_click(lambda *_: self.state.use_default_model())
+        self.show_device()
+        self.refresh_runs()
+
+    # --- form ---------------------------------------------------------------------------------------
+    def train_config(self) -> dict:
+        """The TrainConfig dict the form describes (validated by ``TrainConfig.from_dict`` on start)."""
+        return dict(data=self.data, packing=self.packing, loss=self.loss, device=self.device, steps=self.steps,
+                    max_len=self.max_len, rows_per_step=self.rows_per_step, lr=float(self.lr),
+                    eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
+                    model=dict(services.DEFAULT_MODEL, d_model=self.d_model, n_layers=self.n_layers,
+                               n_experts=self.n_experts, top_k=min(services.DEFAULT_MODEL["top_k"], self.n_experts)))
+
+    @param.depends("device", watch=True)
+    def show_device(self):
+        from model.device import resolve_device
+
+        try:
+            dev, dtype = resolve_device(self.device)
+            self._device_label.object = f'device **"{self.device}"** resolves to **{dev}** ({str(dtype)[6:]})'
+        except (ValueError, RuntimeError) as exc:
+            self._device_label.object = f'device **"{self.device}"** is not usable here: {services.plain_error(exc)}'
+
+    # --- runs ---------------------------------------------------------------------------------------
+    def start(self):
+        from model.train import TrainConfig, start_run
+
+        try:
+            handle = start_run(TrainConfig.from_dict(self.train_config()), self.state.runs_dir)
+        except (ValueError, OSError) as exc:
+            self.state.fail(exc)
+            return None
+        services.run_registry()[str(handle.path)] = handle
+        self._follow(handle.path)
+        self.state.notify(f"run {handle.path.name} started", "success")
+        return handle
+
+    def stop(self):
+        handle = self._handle(self.current)
+        if handle is None or not handle.is_alive():
+            self.state.notify("no run of this session is running", "warning")
+            return
+        handle.stop(wait=False)  # the run checkpoints and exits; poll() sees it end
+        self.state.notify(f"stopping run {handle.path.name} (it saves a checkpoint first)", "info")
+
+    def resume(self):
+        from model.train import resume_run
+
+        path = self.selected_run()
+        if path is None:
+            self.state.notify("select a run in the table to resume", "warning")
+            return None
+        try:
+            handle = resume_run(path)
+        except (ValueError, OSError) as exc:
+            self.state.fail(exc)
+            return None
+        services.run_registry()[str(handle.path)] = handle
+        self._follow(handle.path)
+        self.state.notify(f"run {handle.path.name} resumed", "success")
+        return handle
+
+    def selected_run(self) -> Path | None:
+        df, sel = self._runs.value, self._runs.selection
+        if not sel or df is None or df.empty:
+            return None
+        return Path(self.state.runs_dir) / str(df.iloc[sel[0]]["name"])
+
+    def _handle(self, path: Path | None):
+        if path is None:
+            return None
+        from model.train.runs import RunHandle
+
+        return services.run_registry().get(str(path)) or RunHandle(Path(path))
+
+    def _follow(self, path: Path):
+        self.current = Path(path)
+        self._last_step = 0
+        self.source.data = {k: [] for k in self.source.data}
+        self.refresh_runs()
+
+    def poll(self) -> None:
+        """Stream the followed run's new train metrics into the curves; update progress and ETA."""
+        from model.train import read_metrics
+
+        self._polls += 1
+        if self.current is None:
+            if self._polls % 10 == 0:
+                self.refresh_runs()
+            return
+        new = [r for r in read_metrics(self.current, "train") if r["step"] > self._last_step]
+        if new:
+            self.source.stream({"step": [r["step"] for r in new],
+                                **{k: [float(r.get(k, np.nan)) for r in new] for k, _ in CURVES}})
+            self._last_step = new[-1]["step"]
+        status = self._handle(self.current).status()
+        steps = int(status.get("steps") or self.steps)
+        self._progress.value = min(100, int(100 * self._last_step / max(1, steps)))
+        times = self.source.data["step"]
+        eta = ""
+        if status.get("alive") and len(times) >= 2:
+            recent = [r.get("step_time", np.nan) for r in new] or []
+            per_step = np.nanmean(recent) if recent and not np.all(np.isnan(recent)) else None
+            if per_step:
+                eta = f", about {per_step * (steps - self._last_step):.0f} s left"
+        self._eta.object = (f"run **{self.current.name}**: {status.get('state', '?')}, step {self._last_step}/{steps}"
+                            f"{eta}" + (f" — {status['error']}" if status.get("error") else ""))
+        if not status.get("alive") or self._polls % 10 == 0:
+            self.refresh_runs()
+        if not status.get("alive") and status.get("state") == "failed" and self._polls > 1:
+            self.state.notify(f"run {self.current.name} failed: {status.get('error', 'see run.log')}", "error")
+            self.current = None
+
+    def refresh_runs(self) -> None:
+        from model.train import list_runs
+
+        runs = list_runs(self.state.runs_dir)
+        df = pd.DataFrame(runs, columns=RUN_COLUMNS) if runs else pd.DataFrame(columns=RUN_COLUMNS)
+        self._runs.value = df
+        names = list(df["name"])
+        for w in (self._compare_a, self._compare_b, self._ckpt_run):
+            keep = w.value
+            w.options = names
+            if keep in names:
+                w.value = keep
+        if len(names) >= 2 and self._compare_a.value == self._compare_b.value:
+            self._compare_b.value = names[1]
+
+    # --- comparison and checkpoints -----------------------------------------------------------------
+    @param.depends("compare_metric", watch=True)
+    def draw_compare(self):
+        from model.train import read_metrics
+
+        key = self.compare_metric
+        fig = None
+        for i, name in enumerate((self._compare_a.value, self._compare_b.value)):
+            if not name:
+                continue
+            recs = read_metrics(Path(self.state.runs_dir) / name, "train")
+            src = ColumnDataSource({"step": [r["step"] for r in recs], key: [float(r.get(key, np.nan)) for r in recs]})
+            fig = plots.curve_figure(src, key, f"{key}: run A vs run B", color=Category10[3][i],
+                                     legend=f"{'AB'[i]}: {name}", fig=fig, height=300)
+        self._compare.object = fig
+
+    def _list_checkpoints(self):
+        from model.train.runs import RunDir
+
+        name = self._ckpt_run.value
+        dirs = RunDir(Path(self.state.runs_dir) / name).checkpoint_dirs() if name else []
+        self._ckpt.options = {d.name: str(d) for d in reversed(dirs)}
+
+    def use_checkpoint(self, path: str | None = None):
+        """Load a checkpoint (folder, or a run folder: its newest) as the model the other views inspect."""
+        from model.train import load_checkpoint
+
+        path = path or self._ckpt.value
+        if not path:
+            self.state.notify("pick a run and a checkpoint first", "warning")
+            return
+        try:
+            model, _cfg, meta = load_checkpoint(path)
+        except (ValueError, OSError) as exc:
+            self.state.fail(exc)
+            return
+        if model.config.d_concept != self.state.d_concept:
+            self.state.notify(f"that model reads {model.config.d_concept}-d vectors but the data has "
+                              f"{self.state.d_concept}", "error")
+            return
+        ckpt = Path(meta["path"])
+        self.state.set_model(model, f"checkpoint {ckpt.parent.parent.name}/{ckpt.name} (step {meta.get('step')})")
+        self.state.notify(f"inspecting {ckpt.parent.parent.name}/{ckpt.name}", "success")
+
+    def __panel__(self):
+        form = pn.Param(self.param, parameters=["data", "packing", "loss", "device", "steps", "max_len",
+                                                "rows_per_step", "lr", "d_model", "n_layers", "n_experts",
+                                                "eval_every", "checkpoint_every"],
+                        show_name=False, width=280, css_classes=["wb-training-form"])
+        return pn.Column(
+            pn.Row(pn.Column(form, self._device_label, pn.Row(self._start, self._stop), width=300),
+                   pn.Column(self._eta, self._progress, self._curves, sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            pn.pane.Markdown("### Runs"), self._runs, self._resume,
+            pn.pane.Markdown("### Compare two runs"),
+            pn.Row(self._compare_a, self._compare_b,
+                   pn.widgets.Select.from_param(self.param.compare_metric, name="metric")),
+            self._compare,
+            pn.pane.Markdown("### Model to inspect in States, Routing and Leakage"),
+            pn.Row(self._ckpt_run, self._ckpt, self._use_ckpt, self._use_default),
+            sizing_mode="stretch_width", css_classes=["wb-training"],
+        )
