@@ -1,0 +1,205 @@
+"""Fixtures for driving the real workbench in a real browser.
+
+- ``served_app``: ``panel serve workbench`` on a free localhost port, started ONCE per session
+  (after the shared default store is built, so the app finds it warm under $VMMOE_HOME).
+- ``browser``: one headless Debian chromium (``/usr/bin/chromium``) driven by Playwright; the tests
+  skip with a reason when it is missing (CI installs it).
+- ``watch_page(page)``: records JavaScript errors, console errors, failed loads and every request
+  to a non-localhost address, so each test can assert the page stayed clean and offline.
+- ``canvas_stats(locator)``: pixel statistics of a screenshot of an element (is the plot drawn?).
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "assets" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# This machine has a closed network and runs as root: no sandbox, no GPU, nothing phoning home.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+SERVE_TIMEOUT_S = 240  # the first start may still be finishing the default store
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if the process dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} before {url} answered:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server we started (by its own handle), kill it if it does not stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def serve_workbench(port: int, log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+    """Start ``panel serve workbench`` from the repo root on 127.0.0.1:port (the brief's command line)."""
+    env = {**os.environ, **(extra_env or {})}
+    cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port), "--address", "127.0.0.1",
+           f"--allow-websocket-origin=127.0.0.1:{port}", f"--allow-websocket-origin=localhost:{port}"]
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@dataclass
+class ServedApp:
+    url: str        # http://127.0.0.1:P/workbench
+    port: int
+    log: Path
+    proc: subprocess.Popen
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+@pytest.fixture(scope="session")
+def served_app(default_store, tmp_path_factory) -> ServedApp:
+    """The real app served once for the whole session; the default store is already built (warm)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("served-app") / "panel.log"
+    proc = serve_workbench(port, log)
+    url = f"http://127.0.0.1:{port}/workbench"
+    try:
+        wait_http(url, proc, log, SERVE_TIMEOUT_S)
+        yield ServedApp(url=url, port=port, log=log, proc=proc)
+    finally:
+        stop_process(proc)
+
+
+def launch_chromium(playwright):
+    """Headless Debian chromium. Playwright gives each launch a fresh temporary --user-data-dir."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One chromium for the session (skipped with a reason when /usr/bin/chromium is missing)."""
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.skip("Debian chromium not installed at /usr/bin/chromium (CI installs it: .ci/install --test)")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = launch_chromium(pw)
+        yield b
+        b.close()
+    finally:
+        pw.stop()
+
+
+@dataclass
+class PageWatch:
+    """Everything a page did that a clean, offline app must not do."""
+    js_errors: list[str] = field(default_factory=list)        # uncaught exceptions
+    console_errors: list[str] = field(default_factory=list)   # console.error (failed loads included)
+    failed_requests: list[str] = field(default_factory=list)  # requests that did not complete
+    external_requests: list[str] = field(default_factory=list)  # any request leaving localhost
+
+    def problems(self) -> list[str]:
+        return ([f"JS error: {e}" for e in self.js_errors] + [f"console error: {e}" for e in self.console_errors]
+                + [f"failed request: {e}" for e in self.failed_requests]
+                + [f"non-localhost request: {e}" for e in self.external_requests])
+
+    def assert_clean(self) -> None:
+        problems = self.problems()
+        assert not problems, "the page was not clean:\n" + "\n".join(problems)
+
+
+def is_local(url: str) -> bool:
+    """True for localhost http(s)/ws(s) URLs and for in-page data/blob/about URLs."""
+    parsed = urlparse(url)
+    if parsed.scheme in {"data", "blob", "about", "chrome-extension"}:
+        return True
+    return parsed.hostname in {h.strip("[]") for h in LOCAL_HOSTS}
+
+
+def watch_page(page) -> PageWatch:
+    """Attach recorders to ``page``; non-localhost requests are also aborted (the app must not need them)."""
+    w = PageWatch()
+    page.on("pageerror", lambda exc: w.js_errors.append(str(exc)))
+    page.on("console", lambda msg: w.console_errors.append(f"{msg.text} @ {msg.location.get('url', '')}")
+            if msg.type == "error" else None)
+    page.on("requestfailed", lambda req: w.failed_requests.append(f"{req.url} ({req.failure})")
+            if is_local(req.url) else None)
+
+    def route(r):
+        if is_local(r.request.url):
+            r.continue_()
+        else:
+            w.external_requests.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    return w
+
+
+@pytest.fixture
+def page_watch(browser):
+    """A fresh browser context + page with a ``PageWatch``; yields ``(page, watch)``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    watch = watch_page(page)
+    yield page, watch
+    context.close()
+
+
+def canvas_stats(locator) -> dict:
+    """Pixel statistics of an element's screenshot: ``std`` (grey-level spread) and ``n_colors``.
+
+    A blank or not-yet-drawn Bokeh canvas is one flat colour (std 0); a drawn plot is not.
+    """
+    from PIL import Image, ImageStat
+
+    img = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
+    grey = img.convert("L")
+    return {"std": ImageStat.Stat(grey).stddev[0], "n_colors": len(img.getcolors(maxcolors=1 << 20) or []),
+            "size": img.size}
+
+
+def save_screenshot(page, name: str) -> Path:
+    """Write ``assets/screenshots/<name>.png`` atomically (the README shows them)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    tmp = path.with_suffix(".png.tmp")
+    tmp.write_bytes(page.screenshot(full_page=True))
+    os.replace(tmp, path)
+    return path
