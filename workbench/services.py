@@ -100,7 +100,11 @@ def default_store_job() -> BackgroundJob:
         from model.concepts import open_default_store
         return open_default_store(progress=progress)
 
-    return shared(DEFAULT_STORE_KEY, lambda: BackgroundJob(open_store, name="default-store").start())
+    job = shared(DEFAULT_STORE_KEY, lambda: BackgroundJob(open_store, name="default-store").start())
+    if job.finished and job.error is not None:  # a failed build is retried by the next session
+        pn.state.cache.pop(DEFAULT_STORE_KEY, None)
+        job = shared(DEFAULT_STORE_KEY, lambda: BackgroundJob(open_store, name="default-store").start())
+    return job
 
 
 def default_model(d_concept: int, seed: int = DEFAULT_SEED):

@@ -39,6 +39,7 @@ class TrainingView(pn.viewable.Viewer):
     n_experts = param.Integer(default=services.DEFAULT_MODEL["n_experts"], bounds=(1, 256))
     eval_every = param.Integer(default=50, bounds=(0, None))
     checkpoint_every = param.Integer(default=100, bounds=(0, None))
+    overrides = param.Dict(default={}, doc="more TrainConfig keys (e.g. synthetic_docs), merged into the form's")
     compare_metric = param.Selector(default="loss", objects=[c for c, _ in CURVES])
 
     def __init__(self, state: WorkbenchState, **params):
@@ -46,6 +47,7 @@ class TrainingView(pn.viewable.Viewer):
         self.state = state
         self.current: Path | None = None   # the run whose curves are live
         self._last_step = 0
+        self._step_times: list[float] = []
         self._polls = 0
         self.source = ColumnDataSource({c: [] for c in ("step", *[k for k, _ in CURVES])})
         self._curves = pn.GridBox(*[pn.pane.Bokeh(plots.curve_figure(self.source, key, title, color=Category10[4][i]),
@@ -89,7 +91,8 @@ class TrainingView(pn.viewable.Viewer):
                     max_len=self.max_len, rows_per_step=self.rows_per_step, lr=float(self.lr),
                     eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
                     model=dict(services.DEFAULT_MODEL, d_model=self.d_model, n_layers=self.n_layers,
-                               n_experts=self.n_experts, top_k=min(services.DEFAULT_MODEL["top_k"], self.n_experts)))
+                               n_experts=self.n_experts, top_k=min(services.DEFAULT_MODEL["top_k"], self.n_experts)),
+                    **self.overrides)
 
     @param.depends("device", watch=True)
     def show_device(self):
@@ -156,6 +159,7 @@ class TrainingView(pn.viewable.Viewer):
     def _follow(self, path: Path):
         self.current = Path(path)
         self._last_step = 0
+        self._step_times = []
         self.source.data = {k: [] for k in self.source.data}
         self.refresh_runs()
 
@@ -176,13 +180,11 @@ class TrainingView(pn.viewable.Viewer):
         status = self._handle(self.current).status()
         steps = int(status.get("steps") or self.steps)
         self._progress.value = min(100, int(100 * self._last_step / max(1, steps)))
-        times = self.source.data["step"]
+        self._step_times += [float(r["step_time"]) for r in new if r.get("step_time") is not None]
         eta = ""
-        if status.get("alive") and len(times) >= 2:
-            recent = [r.get("step_time", np.nan) for r in new] or []
-            per_step = np.nanmean(recent) if recent and not np.all(np.isnan(recent)) else None
-            if per_step:
-                eta = f", about {per_step * (steps - self._last_step):.0f} s left"
+        if status.get("alive") and self._step_times:
+            per_step = float(np.mean(self._step_times[-20:]))
+            eta = f", about {per_step * max(0, steps - self._last_step):.0f} s left"
         self._eta.object = (f"run **{self.current.name}**: {status.get('state', '?')}, step {self._last_step}/{steps}"
                             f"{eta}" + (f" — {status['error']}" if status.get("error") else ""))
         if not status.get("alive") or self._polls % 10 == 0:
@@ -227,7 +229,8 @@ class TrainingView(pn.viewable.Viewer):
 
         name = self._ckpt_run.value
         dirs = RunDir(Path(self.state.runs_dir) / name).checkpoint_dirs() if name else []
-        self._ckpt.options = {d.name: str(d) for d in reversed(dirs)}
+        options = {d.name: str(d) for d in reversed(dirs)}  # newest first
+        self._ckpt.param.update(options=options, value=next(iter(options.values()), None))
 
     def use_checkpoint(self, path: str | None = None):
         """Load a checkpoint (folder, or a run folder: its newest) as the model the other views inspect."""
