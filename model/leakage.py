@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from model.config import VMMoEConfig
+from model.losses import concept_loss
 from model.segments import global_segment_index, validate_segment_ids
 from model.vmmoe import LeakyConfigWarning, VMMoE
 
@@ -182,13 +183,12 @@ def _run(model: VMMoE, values: torch.Tensor, segment_ids: torch.Tensor | None, r
 
 
 def _segment_losses(model: VMMoE, out, values: torch.Tensor, segment_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-segment losses (S,) each: the next-concept loss and every MoE layer's balance and z losses."""
-    from model.losses import concept_loss
-
+    """Detached per-segment losses (S,) each: the next-concept loss (NaN for a segment without a
+    target) and every MoE layer's balance and z losses."""
     losses = {"concept_loss": concept_loss(out.prediction, values, segment_ids, kind="cosine").per_segment}
     for layer, st in zip(model.config.moe_layers, out.routing):
-        losses[f"{layer}/balance"] = st.balance_loss_per_segment
-        losses[f"{layer}/z"] = st.z_loss_per_segment
+        losses[f"{layer}/balance"] = st.balance_loss_per_segment.detach()
+        losses[f"{layer}/z"] = st.z_loss_per_segment.detach()
     return losses
 
 
@@ -203,6 +203,13 @@ def _loss_row_key(name: str) -> tuple[str, str]:
 
 def _max_abs(t: torch.Tensor) -> float:
     return float(t.abs().max()) if t.numel() else 0.0
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| where NaN == NaN (a segment without a target has a NaN loss on both sides)."""
+    d = (a - b).abs()
+    d = torch.where(torch.isnan(a) & torch.isnan(b), torch.zeros_like(d), d)
+    return _max_abs(torch.nan_to_num(d, nan=float("inf")))
 
 
 def _tol(ref: torch.Tensor, atol: float, rtol: float) -> float:
@@ -227,7 +234,7 @@ def _boundary_flip(model, values, ids, gidx, target_g, noise, atol, rtol) -> tup
         for name in loss_a:
             layer, op = _loss_row_key(name)
             a, b = loss_a[name][keep], loss_b[name][keep]
-            rows.append(AuditRow("boundary_flip", layer, op, _max_abs(a - b), _tol(a, atol, rtol)))
+            rows.append(AuditRow("boundary_flip", layer, op, _max_abs_diff(a, b), _tol(a.nan_to_num(), atol, rtol)))
         moved = _max_abs(out_a.prediction[gidx == target_g] - out_b.prediction[gidx == target_g])
     return rows, moved
 
@@ -251,21 +258,27 @@ def _pack_invariance(model, values, ids, gidx, n_segments, atol, rtol) -> list[A
                 packed = acts_p[k][r, a:b]
                 note(k, _max_abs(packed - t[0]), _tol(packed, atol, rtol))
             for name, per_seg in _segment_losses(model, out_1, values[r:r + 1, a:b], seg_ids).items():
-                note(_loss_row_key(name), _max_abs(losses_p[name][s] - per_seg[0]), _tol(losses_p[name][s], atol, rtol))
+                packed = losses_p[name][s]
+                note(_loss_row_key(name), _max_abs_diff(packed, per_seg[0]), _tol(packed.nan_to_num(), atol, rtol))
     return [AuditRow("pack_invariance", layer, op, d, t) for (layer, op), (d, t) in worst.items()]
 
 
 def _grad_isolation(model, values, ids, gidx, target_g, grad_atol) -> list[AuditRow]:
+    """Both directions: the other segments' losses -> the target's activations, and the target's
+    loss -> everyone else's. A segment's loss is its part of ``concept_loss`` (the other positions'
+    predictions detached; the targets are the fixed batch values, so the gradient runs through the
+    model only) plus its balance and z losses of every MoE layer."""
     worst: dict[tuple[str, str], float] = {}
     inside = gidx == target_g
     outside = (gidx >= 0) & ~inside
-    # both directions: others' loss -> target's activations, and target's loss -> others' activations
-    for wrt, loss_of in ((inside, lambda s: s != target_g), (outside, lambda s: s == target_g)):
+    seg = torch.arange(int(gidx.max()) + 1, device=values.device)
+    for wrt, keep, keep_seg in ((inside, outside, seg != target_g), (outside, inside, seg == target_g)):
         x = values.detach().clone().requires_grad_(True)
         out, acts = _run(model, x, ids, retain_grad=True)
-        losses = _segment_losses(model, out, x, ids)
-        seg = torch.arange(len(losses["concept_loss"]), device=values.device)
-        total = sum(per_seg[loss_of(seg)].sum() for per_seg in losses.values())
+        pred = torch.where(keep[..., None], out.prediction, out.prediction.detach())
+        total = concept_loss(pred, values.detach(), ids, kind="cosine").loss
+        for st in out.routing:
+            total = total + (st.balance_loss_per_segment[keep_seg] + st.z_loss_per_segment[keep_seg]).sum()
         total.backward()
         model.zero_grad(set_to_none=True)
         worst[("embed", "values")] = max(worst.get(("embed", "values"), 0.0), _max_abs(x.grad[wrt]))
