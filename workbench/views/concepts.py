@@ -36,14 +36,14 @@ class ConceptsView(pn.viewable.Viewer):
         self._paste = pn.widgets.TextAreaInput(placeholder="Paste text here: one document, split into sentences",
                                                height=140, sizing_mode="stretch_width",
                                                css_classes=["wb-concepts-paste"])
-        self._source = pn.widgets.TextInput(name="source name", value="pasted", width=200,
+        self._source = pn.widgets.TextInput(label="source name", value="pasted", width=200,
                                             css_classes=["wb-concepts-source"])
-        self._add = pn.widgets.Button(name="Add pasted text", button_type="primary",
+        self._add = pn.widgets.Button(label="Add pasted text", color="primary",
                                       css_classes=["wb-concepts-add"])
         self._add.on_click(lambda *_: self.add_paste())
         self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*.txt", height=260,
                                               css_classes=["wb-concepts-files"])
-        self._add_files = pn.widgets.Button(name="Add selected files", css_classes=["wb-concepts-add-files"])
+        self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
         self._report = pn.pane.Markdown("", css_classes=["wb-concepts-report"])
         self._table = pn.widgets.Tabulator(pd.DataFrame(columns=TABLE_COLUMNS), pagination="remote", page_size=25,
@@ -52,20 +52,20 @@ class ConceptsView(pn.viewable.Viewer):
                                            widths={"text": 480, "reasons": 220},
                                            css_classes=["wb-concepts-table"])
         self._table.on_edit(self._on_edit)
-        self._accept = pn.widgets.Button(name="Accept selected", button_type="success",
+        self._accept = pn.widgets.Button(label="Accept selected", color="success",
                                          css_classes=["wb-concepts-accept"])
-        self._reject = pn.widgets.Button(name="Reject selected", button_type="danger",
+        self._reject = pn.widgets.Button(label="Reject selected", color="danger",
                                          css_classes=["wb-concepts-reject"])
         self._accept.on_click(lambda *_: self.set_status(self.selected_ids(), "accepted"))
         self._reject.on_click(lambda *_: self.set_status(self.selected_ids(), "rejected"))
-        self._encode = pn.widgets.Button(name="Encode accepted sentences", button_type="primary",
+        self._encode = pn.widgets.Button(label="Encode accepted sentences", color="primary",
                                          css_classes=["wb-concepts-encode"])
         self._encode.on_click(lambda *_: self.encode())
         self._encode_progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                                        css_classes=["wb-concepts-encode-progress"])
         self._query = pn.widgets.TextInput(placeholder="search the store: a sentence", sizing_mode="stretch_width",
                                            css_classes=["wb-concepts-search"])
-        self._search = pn.widgets.Button(name="Search", css_classes=["wb-concepts-search-button"])
+        self._search = pn.widgets.Button(label="Search", css_classes=["wb-concepts-search-button"])
         self._search.on_click(lambda *_: self.search(self._query.value))
         self._results = pn.widgets.Tabulator(pd.DataFrame(columns=["score", "doc", "text"]), disabled=True,
                                              show_index=False, sizing_mode="stretch_width",
@@ -233,14 +233,14 @@ class ConceptsView(pn.viewable.Viewer):
             pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files,
             self._report, width=420)
         review = pn.Column(
-            pn.Row(pn.widgets.Select.from_param(self.param.status_filter, name="show", width=140,
+            pn.Row(pn.widgets.Select.from_param(self.param.status_filter, label="show", width=140,
                                                 css_classes=["wb-concepts-status-filter"]),
                    self._accept, self._reject, self._encode),
             self._encode_progress, self._table, sizing_mode="stretch_width")
         return pn.Column(
             pn.Row(ingest, review, sizing_mode="stretch_width"),
             pn.Row(pn.Column(pn.Row(self._query, self._search, sizing_mode="stretch_width"),
-                             pn.widgets.IntInput.from_param(self.param.k, name="k", width=100),
+                             pn.widgets.IntInput.from_param(self.param.k, label="k", width=100),
                              self._results, sizing_mode="stretch_width"),
                    pn.Column(pn.pane.Markdown("**Store statistics**"), self._stats, width=360),
                    sizing_mode="stretch_width"),

@@ -121,13 +121,13 @@ class PackingView(pn.viewable.Viewer):
 
     def __panel__(self):
         controls = pn.Column(
-            pn.widgets.Select.from_param(self.param.data, name="data", css_classes=["wb-packing-data"]),
-            pn.widgets.IntInput.from_param(self.param.max_len, name="max_len", css_classes=["wb-packing-maxlen"]),
+            pn.widgets.Select.from_param(self.param.data, label="data", css_classes=["wb-packing-data"]),
+            pn.widgets.IntInput.from_param(self.param.max_len, label="max_len", css_classes=["wb-packing-maxlen"]),
             pn.widgets.RadioButtonGroup.from_param(self.param.strategy, css_classes=["wb-packing-strategy"]),
             pn.widgets.RadioButtonGroup.from_param(self.param.mode, css_classes=["wb-packing-mode"]),
-            pn.widgets.IntInput.from_param(self.param.n_synthetic, name="synthetic sequences",
+            pn.widgets.IntInput.from_param(self.param.n_synthetic, label="synthetic sequences",
                                            css_classes=["wb-packing-nsynthetic"]),
-            pn.widgets.IntInput.from_param(self.param.mean_len, name="synthetic mean length"),
+            pn.widgets.IntInput.from_param(self.param.mean_len, label="synthetic mean length"),
             width=260,
         )
         return pn.Column(

@@ -73,9 +73,9 @@ class RoutingView(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Column(
-            pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, name="packed row", width=130,
+            pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, label="packed row", width=130,
                                                   css_classes=["wb-routing-row"]),
-                   pn.widgets.IntInput.from_param(self.param.layer, name="MoE layer", width=130,
+                   pn.widgets.IntInput.from_param(self.param.layer, label="MoE layer", width=130,
                                                   css_classes=["wb-routing-layer"])),
             self._summary,
             pn.Row(self._shares, self._aux, sizing_mode="stretch_width"),

@@ -33,7 +33,8 @@ class StatesView(pn.viewable.Viewer):
         self.matrix = None       # (n_layers+1, L) hidden-state norm drawn now
         self.diff = None         # (n_layers+1, L) |leaky - isolated| when leaky is on
         self._heat = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-heatmap"])
-        self._diff = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-diff"], visible=False)
+        self._diff = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-diff"])
+        self._diff_box = pn.Column(self._diff, visible=False, sizing_mode="stretch_width")  # shown when leaky
         self._summary = pn.pane.Markdown("", css_classes=["wb-states-summary"])
         state.param.watch(lambda *_: self.draw(), ["model", "batch", "row"])
         self.draw()
@@ -58,7 +59,7 @@ class StatesView(pn.viewable.Viewer):
             self.matrix, self.diff = norm, None
             self._heat.object = plots.heatmap(norm, f"hidden-state norm, row {row} (resets at every boundary)",
                                               "position", "layer", names, cuts, value_name="norm")
-            self._diff.visible = False
+            self._diff_box.visible = False
             self._summary.object = (f"Row {row}: {len(cuts) + 1} segments, {norm.shape[1]} positions. "
                                     "Dashed lines: segment starts, where the Mamba state and conv window reset.")
             return
@@ -69,17 +70,17 @@ class StatesView(pn.viewable.Viewer):
         self._diff.object = plots.heatmap(self.diff, "|leaky − isolated| norm: the state carried over a boundary",
                                           "position", "layer", names, cuts, low=0.0, palette=Inferno256,
                                           value_name="|Δ norm|")
-        self._diff.visible = True
+        self._diff_box.visible = True
         first = cuts[0] if cuts else norm.shape[1]
         self._summary.object = (f"Resets off: the first segment is unchanged (max |Δ| {self.diff[:, :first].max():.2e}); "
                                 f"later segments differ by up to {self.diff[:, first:].max() if cuts else 0.0:.2e}.")
 
     def __panel__(self):
         return pn.Column(
-            pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, name="packed row", width=150,
+            pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, label="packed row", width=150,
                                                   css_classes=["wb-states-row"]),
-                   pn.widgets.Toggle.from_param(self.param.leaky, name="resets off (leaky)", button_type="danger",
+                   pn.widgets.Toggle.from_param(self.param.leaky, label="resets off (leaky)", color="danger",
                                                 width=180, css_classes=["wb-states-leaky"])),
-            self._summary, self._heat, self._diff,
+            self._summary, self._heat, self._diff_box,
             sizing_mode="stretch_width", css_classes=["wb-states"],
         )

@@ -61,23 +61,23 @@ class TrainingView(pn.viewable.Viewer):
         self._runs = pn.widgets.Tabulator(pd.DataFrame(columns=RUN_COLUMNS), disabled=True, selectable=1,
                                           show_index=False, height=220, sizing_mode="stretch_width",
                                           css_classes=["wb-training-runs"])
-        self._start = pn.widgets.Button(name="Start run", button_type="primary", css_classes=["wb-training-start"])
-        self._stop = pn.widgets.Button(name="Stop", button_type="warning", css_classes=["wb-training-stop"])
-        self._resume = pn.widgets.Button(name="Resume selected run", css_classes=["wb-training-resume"])
+        self._start = pn.widgets.Button(label="Start run", color="primary", css_classes=["wb-training-start"])
+        self._stop = pn.widgets.Button(label="Stop", color="warning", css_classes=["wb-training-stop"])
+        self._resume = pn.widgets.Button(label="Resume selected run", css_classes=["wb-training-resume"])
         self._start.on_click(lambda *_: self.start())
         self._stop.on_click(lambda *_: self.stop())
         self._resume.on_click(lambda *_: self.resume())
-        self._compare_a = pn.widgets.Select(name="run A", css_classes=["wb-training-compare-a"])
-        self._compare_b = pn.widgets.Select(name="run B", css_classes=["wb-training-compare-b"])
+        self._compare_a = pn.widgets.Select(label="run A", css_classes=["wb-training-compare-a"])
+        self._compare_b = pn.widgets.Select(label="run B", css_classes=["wb-training-compare-b"])
         self._compare = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-training-compare"])
         for w in (self._compare_a, self._compare_b):
             w.param.watch(lambda *_: self.draw_compare(), "value")
-        self._ckpt_run = pn.widgets.Select(name="run", css_classes=["wb-training-checkpoint-run"])
-        self._ckpt = pn.widgets.Select(name="checkpoint", css_classes=["wb-training-checkpoint"])
+        self._ckpt_run = pn.widgets.Select(label="run", css_classes=["wb-training-checkpoint-run"])
+        self._ckpt = pn.widgets.Select(label="checkpoint", css_classes=["wb-training-checkpoint"])
         self._ckpt_run.param.watch(lambda *_: self._list_checkpoints(), "value")
-        self._use_ckpt = pn.widgets.Button(name="Inspect this checkpoint", button_type="success",
+        self._use_ckpt = pn.widgets.Button(label="Inspect this checkpoint", color="success",
                                            css_classes=["wb-training-use-checkpoint"])
-        self._use_default = pn.widgets.Button(name="Inspect the fresh default model",
+        self._use_default = pn.widgets.Button(label="Inspect the fresh default model",
                                               css_classes=["wb-training-use-default"])
         self._use_ckpt.on_click(lambda *_: self.use_checkpoint())
         self._use_default.on_click(lambda *_: self.state.use_default_model())
@@ -265,7 +265,7 @@ class TrainingView(pn.viewable.Viewer):
             pn.pane.Markdown("### Runs"), self._runs, self._resume,
             pn.pane.Markdown("### Compare two runs"),
             pn.Row(self._compare_a, self._compare_b,
-                   pn.widgets.Select.from_param(self.param.compare_metric, name="metric")),
+                   pn.widgets.Select.from_param(self.param.compare_metric, label="metric")),
             self._compare,
             pn.pane.Markdown("### Model to inspect in States, Routing and Leakage"),
             pn.Row(self._ckpt_run, self._ckpt, self._use_ckpt, self._use_default),
