@@ -87,12 +87,12 @@ class TrainingView(pn.viewable.Viewer):
     # --- form ---------------------------------------------------------------------------------------
     def train_config(self) -> dict:
         """The TrainConfig dict the form describes (validated by ``TrainConfig.from_dict`` on start)."""
-        return dict(data=self.data, packing=self.packing, loss=self.loss, device=self.device, steps=self.steps,
+        form = dict(data=self.data, packing=self.packing, loss=self.loss, device=self.device, steps=self.steps,
                     max_len=self.max_len, rows_per_step=self.rows_per_step, lr=float(self.lr),
                     eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
                     model=dict(services.DEFAULT_MODEL, d_model=self.d_model, n_layers=self.n_layers,
-                               n_experts=self.n_experts, top_k=min(services.DEFAULT_MODEL["top_k"], self.n_experts)),
-                    **self.overrides)
+                               n_experts=self.n_experts, top_k=min(services.DEFAULT_MODEL["top_k"], self.n_experts)))
+        return {**form, **self.overrides}
 
     @param.depends("device", watch=True)
     def show_device(self):

@@ -1,0 +1,74 @@
+"""Training view without a browser: a tiny real run in its own process, curves streamed from its metrics,
+the checkpoint picker setting the model the other views inspect, bad settings as notifications."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from workbench.state import WorkbenchState
+from workbench.views.training import TrainingView
+
+TINY_RUN = dict(data="synthetic", steps=4, max_len=32, rows_per_step=2, eval_every=0, checkpoint_every=2,
+                d_model=16, n_layers=1, n_experts=2,
+                overrides=dict(synthetic_docs=24, synthetic_mean_len=8, tensorboard=False))
+
+
+def poll_until(view, done, timeout=180.0):
+    """Call the view's periodic-callback body until ``done()`` (a timeout, not a speed threshold)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view.poll()
+        if done():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"the run did not get there within {timeout:.0f} s: {view._eta.object}")
+
+
+@pytest.fixture
+def state(tmp_path):
+    st = WorkbenchState(runs_dir=str(tmp_path / "runs"))
+    st.use_default_model()
+    return st
+
+
+def test_device_choice_shows_what_auto_resolves_to(state):
+    view = TrainingView(state)
+    assert '"auto"' in view._device_label.object and "resolves to **cpu**" in view._device_label.object
+
+
+def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(state):
+    view = TrainingView(state, **TINY_RUN)
+    handle = view.start()
+    assert handle is not None and state.messages[-1][0] == "success"
+    try:
+        poll_until(view, lambda: len(view.source.data["step"]) >= 2)
+        assert view.source.data["step"][:2] == [1, 2]
+        poll_until(view, lambda: not handle.is_alive() and len(view.source.data["step"]) == 4)
+    finally:
+        if handle.is_alive():
+            handle.kill()
+    assert view._progress.value == 100
+    assert all(v == v for v in view.source.data["loss"])  # finite numbers, no NaN
+    runs = view._runs.value
+    assert list(runs["name"]) == [handle.path.name] and runs.iloc[0]["state"] == "finished"
+    # the checkpoint picker drives the model of the States/Routing/Leakage views
+    view._ckpt_run.value = handle.path.name
+    assert list(view._ckpt.options) == ["step_000004", "step_000002"]
+    before = state.model
+    view.use_checkpoint()
+    assert state.model is not before and state.model.config.d_model == 16
+    assert "step_000004" in state.model_label
+    view._compare_a.value = handle.path.name
+    assert view._compare.object is not None
+
+
+def test_bad_settings_are_notifications_not_exceptions(state):
+    view = TrainingView(state, overrides=dict(lr=5.0))
+    assert view.start() is None
+    level, message = state.messages[-1]
+    assert level == "error" and "lr" in message and "Traceback" not in message
+    view.stop()  # nothing running
+    assert state.messages[-1][0] == "warning"
+    view.resume()  # nothing selected
+    assert state.messages[-1][0] == "warning"
