@@ -147,7 +147,7 @@ class VMMoE(nn.Module):
         rec = TraceRecorder(segment_ids, cfg.isolate_segments) if trace else None
 
         h = self.in_proj(values.to(self.in_proj.weight.dtype)) * real  # (rows, L, D), padding exactly 0
-        if rec:
+        if rec is not None:
             rec.residual(h)
         aux_loss = values.new_zeros((), dtype=torch.float32)
         balance, z = aux_loss, aux_loss
@@ -157,13 +157,13 @@ class VMMoE(nn.Module):
             if aux is not None:
                 aux_loss, balance, z = aux_loss + aux.loss, balance + aux.balance, z + aux.z
                 routing.append(aux.stats)
-                if rec:
+                if rec is not None:
                     rec.routing(block.layer_idx, aux.stats)
-            if rec:
+            if rec is not None:
                 rec.residual(h)
         prediction = self.head(self.norm_f(h)) * real            # (rows, L, d_concept)
         return VMMoEOutput(prediction=prediction, aux_loss=aux_loss, aux={"balance": balance, "z": z},
-                           routing=routing, trace=rec.finish() if rec else None)
+                           routing=routing, trace=rec.finish() if rec is not None else None)
 
     def _check_values(self, values: torch.Tensor) -> tuple[int, int]:
         if not isinstance(values, torch.Tensor):
