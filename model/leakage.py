@@ -9,6 +9,9 @@ Three checks, each reported as max |delta| per (layer, op) against a tolerance:
 - grad_isolation:  the gradient of the other segments' losses w.r.t. one segment's activations
                    (and of that segment's loss w.r.t. everyone else's) is exactly zero.
 
+The losses are ``model.losses.concept_loss`` (cosine, next concept inside the segment) per
+segment, and each MoE layer's per-segment balance and z losses.
+
 Intermediates are read with forward hooks on the model's modules (the Mamba mixer's ``conv_out``
 and ``scan_out`` taps for the functional ops), so the audit sees the real forward. It must be able
 to fail: ``leaky_config(cfg)`` turns the resets and per-segment router statistics off, and the
@@ -22,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from model.config import VMMoEConfig
 from model.losses import concept_loss
+from model.moe import MoE
 from model.segments import global_segment_index, validate_segment_ids
 from model.vmmoe import LeakyConfigWarning, VMMoE
 
@@ -141,7 +146,7 @@ def default_batch(d_concept: int, seed: int = 0, device=None) -> tuple[torch.Ten
 
 # --- capturing intermediates -----------------------------------------------------------------
 
-def _probe_points(model: VMMoE) -> list[tuple[str, str, torch.nn.Module, callable]]:
+def _probe_points(model: VMMoE) -> list[tuple[str, str, torch.nn.Module, Callable | None]]:
     """(layer, op, module, pick) for every intermediate the audit compares; pick(output) -> (rows, L, C)."""
     first = lambda out: out[0]  # noqa: E731  (blocks and FFNs return (out, aux))
     points = [("embed", "in_proj", model.in_proj, None)]
@@ -150,7 +155,7 @@ def _probe_points(model: VMMoE) -> list[tuple[str, str, torch.nn.Module, callabl
         layer = str(i)
         points += [(layer, "mixer.in_proj", m.in_proj, None), (layer, "conv", m.conv_out, None),
                    (layer, "x_proj", m.x_proj, None), (layer, "scan", m.scan_out, None), (layer, "mixer", m, None)]
-        if block.ffn.__class__.__name__ == "MoE":
+        if isinstance(block.ffn, MoE):
             points += [(layer, "router", block.ffn, lambda out: out[1].stats.probs), (layer, "moe", block.ffn, first)]
         else:
             points.append((layer, "mlp", block.ffn, first))
