@@ -164,17 +164,14 @@ def _probe_points(model: VMMoE) -> list[tuple[str, str, torch.nn.Module, Callabl
     return points
 
 
-def _run(model: VMMoE, values: torch.Tensor, segment_ids: torch.Tensor | None, retain_grad: bool = False):
+def _run(model: VMMoE, values: torch.Tensor, segment_ids: torch.Tensor | None):
     """Forward with hooks: (VMMoEOutput, {(layer, op): tensor (rows, L, C)})."""
     acts: dict[tuple[str, str], torch.Tensor] = {}
     handles = []
 
     def hook(key, pick):
         def fn(module, inputs, output):
-            t = pick(output) if pick else output
-            if retain_grad and t.requires_grad:
-                t.retain_grad()
-            acts[key] = t
+            acts[key] = pick(output) if pick else output
         return fn
 
     for layer, op, module, pick in _probe_points(model):
@@ -279,17 +276,18 @@ def _grad_isolation(model, values, ids, gidx, target_g, grad_atol) -> list[Audit
     seg = torch.arange(int(gidx.max()) + 1, device=values.device)
     for wrt, keep, keep_seg in ((inside, outside, seg != target_g), (outside, inside, seg == target_g)):
         x = values.detach().clone().requires_grad_(True)
-        out, acts = _run(model, x, ids, retain_grad=True)
+        out, acts = _run(model, x, ids)
         pred = torch.where(keep[..., None], out.prediction, out.prediction.detach())
         total = concept_loss(pred, values.detach(), ids, kind="cosine").loss
         for st in out.routing:
             total = total + (st.balance_loss_per_segment[keep_seg] + st.z_loss_per_segment[keep_seg]).sum()
-        total.backward()
-        model.zero_grad(set_to_none=True)
-        worst[("embed", "values")] = max(worst.get(("embed", "values"), 0.0), _max_abs(x.grad[wrt]))
-        for k, t in acts.items():
-            if t.grad is not None:
-                worst[k] = max(worst.get(k, 0.0), _max_abs(t.grad[wrt]))
+        keys = [("embed", "values")] + [k for k, t in acts.items() if t.requires_grad]
+        tensors = [x] + [acts[k] for k in keys[1:]]
+        # autograd.grad, not backward: the model's own .grad fields are left alone
+        grads = torch.autograd.grad(total, tensors, allow_unused=True)
+        for k, grad in zip(keys, grads):
+            d = 0.0 if grad is None else _max_abs(grad[wrt])
+            worst[k] = max(worst.get(k, 0.0), d)
     return [AuditRow("grad_isolation", layer, op, d, grad_atol) for (layer, op), d in worst.items()]
 
 

@@ -69,8 +69,10 @@ def test_audit_of_a_model_after_training_steps_and_of_a_given_batch():
         opt.zero_grad()
         loss.backward()
         opt.step()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     rep = audit(model, (values, ids), target=(2, 0))
     assert rep.passed and rep.target == (2, 0)
+    assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters())  # the audit leaves .grad alone
     batch = pack_sequences([torch.randn(n, 16) for n in (6, 2, 9, 4, 7)], max_len=12)
     assert audit(model, batch).passed
     assert model.training  # the audit restores the mode
