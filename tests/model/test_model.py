@@ -178,3 +178,29 @@ def test_pack_sequences_round_trip_equals_each_sequence_run_alone():
     preds = batch.unpack(model(batch.values, batch.segment_ids).prediction)
     for seq, pred in zip(seqs, preds):
         torch.testing.assert_close(pred, model(seq[None]).prediction[0], atol=1e-5, rtol=1e-5)
+
+
+def test_mamba_standard_init():
+    model = tiny_model()
+    cfg = model.config
+    for block in model.layers:
+        m = block.mixer
+        A = -torch.exp(m.A_log)
+        torch.testing.assert_close(A, -torch.arange(1, cfg.d_state + 1, dtype=torch.float32).expand(cfg.d_inner, -1))
+        assert torch.all(m.D == 1)
+        dt = torch.nn.functional.softplus(m.dt_proj.bias)
+        assert dt.min() >= cfg.dt_min * 0.999 and dt.max() <= cfg.dt_max * 1.001
+
+
+@pytest.mark.parametrize("over, n_moe", [({"n_experts": 1, "top_k": 1}, 2), ({"n_experts": 4, "top_k": 4}, 2),
+                                         ({"moe_every": 3}, 0)])
+def test_edge_configurations(over, n_moe):
+    model = tiny_model(**over)
+    ids, spans = layout()
+    values = torch.randn(3, L, 16)
+    out = model(values, ids)
+    assert len(out.routing) == n_moe and torch.isfinite(out.prediction).all()
+    if n_moe == 0:
+        assert out.aux_loss == 0
+    r, a, b = spans[1]
+    torch.testing.assert_close(out.prediction[r, a:b], model(values[r:r + 1, a:b]).prediction[0], atol=1e-5, rtol=1e-5)
