@@ -12,7 +12,8 @@ from bokeh.palettes import Category10, Category20, Viridis256
 from bokeh.plotting import figure
 
 PAD_COLOR = "#c8c8c8"  # padding is grey in every layout
-SEGMENT_PALETTE = Category20[20]
+# Category20 without its two greys, so that no segment can be mistaken for padding
+SEGMENT_PALETTE = tuple(c for c in Category20[20] if c not in ("#7f7f7f", "#c7c7c7"))
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
@@ -87,8 +88,12 @@ def length_histogram(lengths, max_len: int, height: int = 260):
 # --- heatmaps -----------------------------------------------------------------------------------------
 def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] | None = None,
             boundaries=(), low: float | None = None, high: float | None = None, palette=Viridis256,
-            height: int = 280, value_name: str = "value"):
-    """One image glyph of ``matrix`` (Y, X); ``boundaries`` are x positions marked by dashed lines."""
+            height: int = 280, value_name: str = "value", x_names: list[str] | None = None,
+            nan_color: str = "#9e9e9e"):
+    """One image glyph of ``matrix`` (Y, X); ``boundaries`` are x positions marked by dashed lines.
+
+    ``x_names``/``y_names`` label discrete columns/rows at their centres; NaN cells get ``nan_color``.
+    """
     m = as_numpy(matrix).astype(np.float64)
     ny, nx = m.shape
     finite = m[np.isfinite(m)]
@@ -96,7 +101,7 @@ def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] |
     high = float(finite.max()) if high is None and finite.size else (high if high is not None else 1.0)
     if high <= low:
         high = low + 1e-9
-    mapper = LinearColorMapper(palette=palette, low=low, high=high)
+    mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=nan_color)
     p = _figure(title, height=height, x_range=Range1d(0, nx), y_range=Range1d(0, ny), x_axis_label=x_label,
                 y_axis_label=y_label)
     source = ColumnDataSource(dict(image=[m], x=[0], y=[0], dw=[nx], dh=[ny]))
@@ -105,6 +110,9 @@ def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] |
     if y_names is not None:
         p.yaxis.ticker = [i + 0.5 for i in range(ny)]
         p.yaxis.major_label_overrides = {i + 0.5: name for i, name in enumerate(y_names)}
+    if x_names is not None:
+        p.xaxis.ticker = [i + 0.5 for i in range(nx)]
+        p.xaxis.major_label_overrides = {i + 0.5: name for i, name in enumerate(x_names)}
     for b in boundaries:
         p.add_layout(Span(location=float(b), dimension="height", line_color="white", line_dash="dashed",
                           line_width=1.5))

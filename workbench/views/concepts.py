@@ -41,7 +41,7 @@ class ConceptsView(pn.viewable.Viewer):
         self._add = pn.widgets.Button(label="Add pasted text", color="primary",
                                       css_classes=["wb-concepts-add"])
         self._add.on_click(lambda *_: self.add_paste())
-        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*.txt", height=260,
+        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", height=260,
                                               css_classes=["wb-concepts-files"])
         self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
@@ -205,6 +205,8 @@ class ConceptsView(pn.viewable.Viewer):
         if store is None:
             self._report.object = "Waiting for the concept store (it is being built on this first start)…"
             return
+        if self._report.object.startswith("Waiting"):
+            self._report.object = ""
         status = None if self.status_filter == "all" else self.status_filter
         self._table.value = sentence_frame(store.sentences(status=status))
         self._stats.object = store.stats()

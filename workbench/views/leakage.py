@@ -4,6 +4,7 @@ The "leaky" switch inspects the same weights with resets off, which the audit mu
 """
 from __future__ import annotations
 
+import numpy as np
 import panel as pn
 import param
 from bokeh.palettes import Reds256
@@ -68,11 +69,13 @@ class LeakageView(pn.viewable.Viewer):
         others = self.effect.copy()
         others[:, self.segment] = 0.0
         worst = float(others.max()) if others.size else 0.0
-        title = (f"max |Δ| per segment when segment {self.segment} of row {self.state.row} is replaced by noise"
-                 + (" — RESETS OFF (leaky)" if self.leaky else ""))
-        self._heat.object = plots.heatmap(self.effect, title, "segment", "layer",
-                                          layer_names(self.effect.shape[0] - 1), low=0.0, palette=Reds256[::-1],
-                                          value_name="max |Δ|")
+        title = (f"max |Δ| in each segment when segment {self.segment} of row {self.state.row} is replaced by noise "
+                 "(the perturbed segment in grey)" + (" — RESETS OFF (leaky)" if self.leaky else ""))
+        shown = self.effect.astype(float).copy()
+        shown[:, self.segment] = np.nan  # its own change would swamp the colour scale
+        self._heat.object = plots.heatmap(shown, title, "segment", "layer", layer_names(shown.shape[0] - 1),
+                                          low=0.0, high=max(worst, 10 * LEAK_TOL), palette=Reds256[::-1],
+                                          value_name="max |Δ|", x_names=[str(i) for i in range(shown.shape[1])])
         verdict = "it **leaks**" if worst > LEAK_TOL else f"below fp32 roundoff ({LEAK_TOL:g}): nothing crosses a boundary"
         self._summary.object = f"Largest change in any **other** segment: **{worst:.3g}**: {verdict}."
         self.leaks = worst > LEAK_TOL

@@ -67,7 +67,8 @@ class RoutingView(pn.viewable.Viewer):
             self.segment_aux, "aux loss charged to each segment (balance_coef·balance + z_loss_coef·z)", "aux loss")
         self._load.object = plots.heatmap(
             self.load, f"expert load per MoE layer, row {row} (ideal {1 / self.load.shape[1]:.3f} each)", "expert",
-            "MoE layer", [f"block {b}" for b in cfg.moe_layers], low=0.0, value_name="load")
+            "MoE layer", [f"block {b}" for b in cfg.moe_layers], low=0.0, value_name="load",
+            x_names=[str(e) for e in range(self.load.shape[1])])
         self._summary.object = (f"{self.shares.shape[0]} segments, {cfg.n_experts} experts, top-{cfg.top_k}; "
                                 "each segment's statistics are its own (dropless router, per-segment balance).")
 

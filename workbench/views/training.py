@@ -254,10 +254,19 @@ class TrainingView(pn.viewable.Viewer):
         self.state.notify(f"inspecting {ckpt.parent.parent.name}/{ckpt.name}", "success")
 
     def __panel__(self):
-        form = pn.Param(self.param, parameters=["data", "packing", "loss", "device", "steps", "max_len",
-                                                "rows_per_step", "lr", "d_model", "n_layers", "n_experts",
-                                                "eval_every", "checkpoint_every"],
-                        show_name=False, width=280, css_classes=["wb-training-form"])
+        p = self.param
+        form = pn.Column(
+            pn.widgets.Select.from_param(p.data, label="data"),
+            pn.widgets.Select.from_param(p.packing, label="packing"),
+            pn.widgets.Select.from_param(p.loss, label="loss"),
+            pn.widgets.Select.from_param(p.device, label="device"),
+            *[pn.widgets.IntInput.from_param(getattr(p, k), label=label) for k, label in (
+                ("steps", "steps"), ("max_len", "max_len (row length)"), ("rows_per_step", "rows per step"))],
+            pn.widgets.FloatInput.from_param(p.lr, label="learning rate", step=1e-4, format="0.[00000]"),
+            *[pn.widgets.IntInput.from_param(getattr(p, k), label=label) for k, label in (
+                ("d_model", "d_model"), ("n_layers", "layers"), ("n_experts", "experts"),
+                ("eval_every", "evaluate every (steps)"), ("checkpoint_every", "checkpoint every (steps)"))],
+            width=280, css_classes=["wb-training-form"])
         return pn.Column(
             pn.Row(pn.Column(form, self._device_label, pn.Row(self._start, self._stop), width=300),
                    pn.Column(self._eta, self._progress, self._curves, sizing_mode="stretch_width"),
