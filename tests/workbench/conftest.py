@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -183,16 +184,68 @@ def page_watch(browser):
 
 
 def canvas_stats(locator) -> dict:
-    """Pixel statistics of an element's screenshot: ``std`` (grey-level spread) and ``n_colors``.
+    """Pixel statistics of an element's screenshot.
 
-    A blank or not-yet-drawn Bokeh canvas is one flat colour (std 0); a drawn plot is not.
+    ``std``: grey-level spread (a blank, not-yet-drawn canvas is one flat colour: 0);
+    ``colored``: share of clearly coloured pixels (axes, grid and text are grey: an empty figure has ~0,
+    a figure with glyphs from a palette has more).
     """
     from PIL import Image, ImageStat
 
     img = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
-    grey = img.convert("L")
-    return {"std": ImageStat.Stat(grey).stddev[0], "n_colors": len(img.getcolors(maxcolors=1 << 20) or []),
-            "size": img.size}
+    stat = ImageStat.Stat(img.convert("L"))
+    hsv = img.convert("HSV")
+    sat = hsv.getchannel("S").point(lambda v: 255 if v > 80 else 0)
+    val = hsv.getchannel("V").point(lambda v: 255 if v > 60 else 0)
+    colored = ImageStat.Stat(Image.composite(sat, Image.new("L", img.size, 0), val)).mean[0] / 255.0
+    return {"std": stat.stddev[0], "colored": colored, "size": img.size}
+
+
+def wait_drawn(locator, timeout: float = 60.0, min_colored: float = 0.002) -> dict:
+    """Poll until the element shows a drawn plot (coloured glyphs, not a flat or empty canvas); return its stats."""
+    locator.wait_for(state="visible", timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    stats = {}
+    while time.monotonic() < deadline:
+        stats = canvas_stats(locator)
+        if stats["std"] > 5 and stats["colored"] >= min_colored:
+            return stats
+        time.sleep(0.5)
+    raise AssertionError(f"plot not drawn within {timeout:.0f} s: {stats}")
+
+
+# Panel draws each component inside a shadow root; innerText stops at it. This walks through them.
+_DEEP_TEXT_JS = """el => {
+  const walk = n => {
+    if (n.nodeType === 3) return n.textContent;
+    if (n.nodeType === 1 && ['STYLE', 'SCRIPT', 'LINK'].includes(n.tagName)) return '';
+    let t = n.shadowRoot ? walk(n.shadowRoot) : '';
+    for (const c of n.childNodes) t += walk(c);
+    if (n.nodeType === 1 && ['DIV', 'P', 'TR', 'LI', 'H1', 'H2', 'H3', 'BR'].includes(n.tagName)) t += '\\n';
+    return t;
+  };
+  return walk(el);
+}"""
+
+
+def deep_text(locator) -> str:
+    """The text of the first matching element, shadow roots included ("" if there is none yet)."""
+    if locator.count() == 0:
+        return ""
+    return locator.first.evaluate(_DEEP_TEXT_JS)
+
+
+def wait_text(locator, pattern: str, timeout: float = 60.0):
+    """Poll the element's (deep) text until regex ``pattern`` matches; return the match."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = deep_text(locator)
+        m = re.search(pattern, text)
+        if m:
+            return m
+        time.sleep(0.3)
+    raise AssertionError(f"{pattern!r} not found within {timeout:.0f} s in: {text[-2000:]!r}")
 
 
 def save_screenshot(page, name: str) -> Path:
@@ -203,3 +256,14 @@ def save_screenshot(page, name: str) -> Path:
     tmp.write_bytes(page.screenshot(full_page=True))
     os.replace(tmp, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ui():
+    """The helpers above for test modules (a conftest cannot be imported by name reliably)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(watch_page=watch_page, canvas_stats=canvas_stats, wait_drawn=wait_drawn,
+                           save_screenshot=save_screenshot, deep_text=deep_text,
+                           wait_text=wait_text, free_port=free_port, wait_http=wait_http,
+                           stop_process=stop_process, launch_chromium=launch_chromium)

@@ -1,0 +1,149 @@
+"""The served workbench in a real browser: every view clicked through, plots checked for pixels.
+
+One ``panel serve workbench`` for the session and one page for this module: the tests run in file
+order and share the page (opening the app once is what keeps them fast). Each test asserts that the
+page logged no JavaScript or console error, had no failed load and made no request off localhost,
+and saves ``assets/screenshots/<view>.png`` for the README.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+TABS = ["Concepts", "Packing", "States", "Routing", "Leakage", "Training"]
+
+
+@pytest.fixture(scope="module")
+def app(browser, served_app, ui):
+    """(page, watch) on the served app, opened once; the default store is already warm."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    watch = ui.watch_page(page)
+    page.goto(served_app.url)
+    page.locator(".wb-tabs").wait_for(state="visible")
+    yield page, watch
+    context.close()
+
+
+def open_tab(page, title: str):
+    page.locator(".bk-tab", has_text=re.compile(f"^{title}$")).click()
+    view = page.locator(f".wb-{title.lower()}")
+    view.wait_for(state="visible")
+    return view
+
+
+def set_number(page, selector: str, value: int) -> None:
+    box = page.locator(f"{selector} input").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_app_opens_with_six_views_and_the_warm_store(app, ui):
+    page, watch = app
+    tabs = [t.strip() for t in page.locator(".wb-tabs .bk-tab").all_inner_texts()]
+    assert tabs == TABS
+    ui.wait_text(page.locator(".wb-store-status"), r"store: \d+ sentences, dim 384")
+    assert "default model" in ui.deep_text(page.locator(".wb-model-label"))
+    watch.assert_clean()
+
+
+def test_concepts_view_searches_the_store_and_draws_the_map(app, ui):
+    page, watch = app
+    open_tab(page, "Concepts")
+    ui.wait_drawn(page.locator(".wb-concepts-map"))
+    search = page.locator(".wb-concepts-search input").first
+    search.fill("How does a for loop iterate over the items of a sequence?")
+    page.locator(".wb-concepts-search-button button").click()
+    ui.wait_text(page.locator(".wb-concepts-results"), r"(?i)\bfor\b.*(loop|iterat)|(loop|iterat).*\bfor\b")
+    ui.save_screenshot(page, "concepts")
+    watch.assert_clean()
+
+
+def test_packing_view_packs_and_compares_with_padding(app, ui):
+    page, watch = app
+    open_tab(page, "Packing")
+    ui.wait_drawn(page.locator(".wb-packing-layout"))
+    set_number(page, ".wb-packing-maxlen", 128)
+    ui.wait_text(page.locator(".wb-batch-label"), r"packed/bfd, max_len 128")
+    summary = ui.deep_text(page.locator(".wb-packing-utilization"))
+    packed, padded = (float(x) for x in re.search(r"packed ([\d.]+)%.*padded ([\d.]+)%", summary).groups())
+    assert packed > padded, f"packing should fill more positions than padding: {packed}% vs {padded}%"
+    for pane in (".wb-packing-packed", ".wb-packing-padded", ".wb-packing-histogram"):
+        ui.wait_drawn(page.locator(pane))
+    page.locator(".wb-packing-mode button", has_text="padded").click()
+    ui.wait_text(page.locator(".wb-batch-label"), r"padded/bfd, max_len 128")
+    page.locator(".wb-packing-mode button", has_text="packed").click()
+    ui.wait_text(page.locator(".wb-batch-label"), r"packed/bfd, max_len 128")
+    ui.save_screenshot(page, "packing")
+    watch.assert_clean()
+
+
+def test_states_view_draws_resets_and_the_leaky_difference(app, ui):
+    page, watch = app
+    open_tab(page, "States")
+    ui.wait_text(page.locator(".wb-states-summary"), r"Row \d+: \d+ segments")
+    ui.wait_drawn(page.locator(".wb-states-heatmap"))
+    page.locator(".wb-states-leaky button").click()
+    m = ui.wait_text(page.locator(".wb-states-summary"), r"first segment is unchanged \(max \|Δ\| ([\d.e+-]+)\); "
+                                                      r"later segments differ by up to ([\d.e+-]+)")
+    assert float(m.group(1)) == 0.0 and float(m.group(2)) > 0.0, m.group(0)
+    ui.wait_drawn(page.locator(".wb-states-diff"))
+    ui.save_screenshot(page, "states")
+    page.locator(".wb-states-leaky button").click()  # back to the isolated model
+    ui.wait_text(page.locator(".wb-states-summary"), r"Row \d+: \d+ segments")
+    watch.assert_clean()
+
+
+def test_routing_view_draws_per_segment_statistics(app, ui):
+    page, watch = app
+    open_tab(page, "Routing")
+    ui.wait_text(page.locator(".wb-routing-summary"), r"\d+ segments, \d+ experts, top-\d")
+    for pane in (".wb-routing-shares", ".wb-routing-tokens", ".wb-routing-aux", ".wb-routing-load"):
+        ui.wait_drawn(page.locator(pane))
+    ui.save_screenshot(page, "routing")
+    watch.assert_clean()
+
+
+def test_leakage_view_audit_passes_isolated_and_fails_leaky(app, ui):
+    page, watch = app
+    open_tab(page, "Leakage")
+    ui.wait_drawn(page.locator(".wb-leakage-heatmap"), min_colored=0.0005)
+    ui.wait_text(page.locator(".wb-leakage-summary"), r"nothing crosses a boundary")
+    page.locator(".wb-leakage-run button").click()
+    page.locator(".wb-leakage-badge .wb-pass").wait_for(state="visible", timeout=120_000)
+    ui.save_screenshot(page, "leakage")
+    page.locator(".wb-leakage-leaky button").click()
+    ui.wait_text(page.locator(".wb-leakage-summary"), r"Largest change in any \*?\*?other\*?\*? segment: .*leaks")
+    page.locator(".wb-leakage-run button").click()
+    page.locator(".wb-leakage-badge .wb-fail").wait_for(state="visible", timeout=120_000)
+    ui.save_screenshot(page, "leakage_leaky")
+    page.locator(".wb-leakage-leaky button").click()
+    watch.assert_clean()
+
+
+def test_training_view_starts_a_run_streams_its_curve_and_stops_it(app, ui):
+    page, watch = app
+    open_tab(page, "Training")
+    assert re.search(r'device "auto" resolves to cpu', ui.deep_text(page.locator(".wb-training-device")))
+    page.locator(".wb-training-start button").click()
+    eta = page.locator(".wb-training-eta")
+    first = int(ui.wait_text(eta, r"running, step (\d+)/\d+", timeout=180).group(1))
+    curves = page.locator(".wb-training-curves")
+    ui.wait_drawn(curves)
+    before = curves.screenshot()
+    deadline = time.monotonic() + 180
+    later = first
+    while later < first + 3 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        later = int(ui.wait_text(eta, r"step (\d+)/\d+").group(1))
+    assert later >= first + 3, f"the run did not advance past step {first}"
+    assert curves.screenshot() != before, "the curves should redraw as steps stream in"
+    ui.save_screenshot(page, "training")
+    page.locator(".wb-training-stop button").click()
+    ui.wait_text(eta, r"stopped, step \d+/\d+", timeout=180)
+    ui.wait_text(page.locator(".wb-training-runs"), r"stopped")
+    watch.assert_clean()

@@ -1,0 +1,103 @@
+"""The workbench inside a real JupyterLab, driven in headless chromium.
+
+One JupyterLab server on localhost for this module (token off, its own config/runtime/settings
+folders, a temporary root holding a copy of the quickstart notebook), then:
+
+- the launcher shows the "VMMoE Workbench" tile (jupyter-server-proxy entry point); clicking it starts
+  ``panel serve`` behind the proxy and the app renders inside JupyterLab;
+- the quickstart notebook, opened and run with Run > Run All Cells, renders the app in its output;
+- Panel's JupyterLab Preview renders the same notebook as an app.
+
+Every page must stay clean: no JavaScript error, no failed load, no request off localhost.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAB_TIMEOUT_S = 120
+APP_TIMEOUT_MS = 240_000  # a notebook run trains a few steps first; the proxied app starts a server
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab(default_store, tmp_path_factory, ui):
+    """``jupyter lab`` on a free port with everything user-level in temporary folders; yields its base URL."""
+    tmp = tmp_path_factory.mktemp("jupyterlab")
+    root = tmp / "root"
+    root.mkdir()
+    shutil.copy(REPO_ROOT / "notebooks" / "quickstart.ipynb", root / "quickstart.ipynb")
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces")}
+    port = ui.free_port()
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.token=",
+           "--ServerApp.password=", "--ServerApp.ip=127.0.0.1", "--allow-root", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    log = tmp / "lab.log"
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        ui.wait_http(f"{base}/lab", proc, log, LAB_TIMEOUT_S)
+        yield base
+    finally:
+        ui.stop_process(proc)  # its kernels and the proxied panel server are its children: it stops them
+
+
+@pytest.fixture
+def lab_page(browser, ui):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    watch = ui.watch_page(page)
+    yield page, watch
+    context.close()
+
+
+def test_launcher_tile_opens_the_proxied_app(jupyter_lab, lab_page, ui):
+    page, watch = lab_page
+    page.goto(f"{jupyter_lab}/lab")
+    tile = page.locator(".jp-LauncherCard", has_text="VMMoE Workbench")
+    tile.wait_for(state="visible")
+    assert tile.locator("svg, img").count() >= 1, "the tile should show the workbench icon"
+    ui.save_screenshot(page, "jupyterlab_launcher")
+    tile.click()
+    # jupyter-server-proxy starts `panel serve --prefix /vmmoe-workbench` and JupyterLab shows it in a tab
+    app = page.frame_locator("iframe").locator(".wb-tabs")
+    app.wait_for(state="visible", timeout=APP_TIMEOUT_MS)
+    assert app.locator(".bk-tab").count() == 6
+    watch.assert_clean()
+
+
+def test_quickstart_notebook_runs_in_jupyterlab_and_renders_the_app(jupyter_lab, lab_page, ui):
+    page, watch = lab_page
+    page.goto(f"{jupyter_lab}/lab/tree/quickstart.ipynb")
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
+    # the kernel has started when the status bar says so
+    page.locator("#jp-main-statusbar", has_text=re.compile(r"\bIdle\b")).wait_for(state="visible")
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").click()
+    # the last cell's output: a Panel root holding the workbench's tabs
+    app = page.locator(".jp-OutputArea-output .wb-tabs")
+    app.wait_for(state="visible", timeout=APP_TIMEOUT_MS)
+    assert page.locator(".jp-OutputArea-output .bk-tab").count() >= 6
+    ui.wait_drawn(page.locator(".jp-OutputArea-output .bk-Canvas").first)
+    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                        has_text="Error").count() == 0
+    app.scroll_into_view_if_needed()
+    ui.save_screenshot(page, "jupyterlab_notebook")
+    watch.assert_clean()
+
+
+def test_panel_preview_renders_the_quickstart_as_an_app(jupyter_lab, lab_page):
+    page, watch = lab_page
+    page.goto(f"{jupyter_lab}/panel-preview/render/quickstart.ipynb")
+    page.locator(".wb-tabs").wait_for(state="visible", timeout=APP_TIMEOUT_MS)
+    watch.assert_clean()
