@@ -65,7 +65,14 @@ repeat replace report represent require reserve reset resolve respond rest restr
 save say search see seem select sell send separate serve set share show sit skip solve sort specify speak spend split
 start state stay stop store suggest supply support suppose surround take talk teach tell tend test think throw track
 trade train transform treat trigger try turn understand unpack update use vary verify view visit wait walk want warn
-watch wear win wish work wrap write yield""".split()
+watch wear win wish work wrap write yield
+answer appear arrange attach bake behave belong boil borrow burn buy carry catch celebrate climb collect cook cool
+cost count cover crash cry cut dance deliver destroy dig disappear discover drink drop dry earn eat enjoy escape
+examine explore feed fight fix float flow fly fold freeze gain gather greet grow guess hang hear heat hunt hurry
+invent jump kick knead knock land laugh lift listen lock marry melt mix mourn obey owe pack paint pour pray
+protect prove punish reach rain recall repair rescue rise roll rule rush scatter settle shine shout sing sink
+sleep slice slide smell smile snow spell spill stand steal sting stir suffer surprise survive swim taste tie
+touch travel trust type wake wander wash weigh wonder worry""".split()
 
 _VERB_SUFFIXES = ("ize", "izes", "ized", "ise", "ises", "ised", "ify", "ifies", "ified", "ates", "ated", "ed")
 

@@ -216,9 +216,15 @@ class ConceptStore:
             gen_m, index_file, index_sha = int(manifest["generation"]), manifest["index_file"], manifest["index_sha256"]
         except (ValueError, KeyError, TypeError) as e:
             raise StoreCorruptedError(f"{manifest_path} is damaged: {e}") from None
-        db = _connect(path / DB_FILE)
+        db_file = path / DB_FILE
+        if not db_file.is_file():
+            raise StoreCorruptedError(f"{db_file} is missing")
         try:
-            meta = _read_meta(db, path / DB_FILE)
+            db = _connect(db_file, create=False)
+        except sqlite3.DatabaseError as e:
+            raise StoreCorruptedError(f"{db_file} is not a readable concept database ({e})") from None
+        try:
+            meta = _read_meta(db, db_file)
             gen_db = int(meta["generation"])
             if (meta["encoder"], int(meta["dim"])) != (manifest.get("encoder"), manifest.get("dim")):
                 raise StoreCorruptedError(f"{path}: manifest ({manifest.get('encoder')}, {manifest.get('dim')}) and "
@@ -722,8 +728,10 @@ def _empty_index(dim: int) -> faiss.Index:
     return build_index(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), "flat")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+def _connect(path: Path, create: bool = True) -> sqlite3.Connection:
+    # mode=rw: opening never creates a missing database file
+    db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode={'rwc' if create else 'rw'}", uri=True, check_same_thread=False,
+                         isolation_level="DEFERRED")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA synchronous = FULL")
     return db

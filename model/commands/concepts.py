@@ -1,0 +1,98 @@
+"""``vmmoe ingest``, ``vmmoe search``, ``vmmoe store info|repair``: the concept store from the terminal."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ingest", help="add text/Markdown/JSONL/CSV/triple files to a concept store and encode them")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--store", required=True, type=Path, help="store folder (created if missing)")
+    p.add_argument("--encoder", default=None, help="sentence-transformers name or local path for a new store "
+                                                   "(default all-MiniLM-L6-v2)")
+    p.add_argument("--review", action="store_true", help="leave passing sentences pending (no auto-accept, no encoding)")
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    p.add_argument("--text-column", default="text", help="CSV column holding the text (default: text)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = subparsers.add_parser("search", help="nearest sentences to a text in a concept store")
+    p.add_argument("query")
+    p.add_argument("--store", type=Path, default=None, help="store folder (default: the default store)")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    p.set_defaults(func=cmd_search)
+
+    p = subparsers.add_parser("store", help="inspect or repair a concept store")
+    sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="counts, encoder, index kind, rejections by check")
+    info.add_argument("dir", nargs="?", type=Path, default=None, help="store folder (default: the default store)")
+    info.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    info.set_defaults(func=cmd_info)
+    repair = sub.add_parser("repair", help="rebuild a damaged or stale FAISS index from the database")
+    repair.add_argument("dir", type=Path)
+    repair.set_defaults(func=cmd_repair)
+
+
+def _open(path: Path | None, progress: bool = True):
+    from model.concepts import ConceptStore, open_default_store
+
+    return open_default_store(progress=progress) if path is None else ConceptStore.open(path)
+
+
+def cmd_ingest(args) -> int:
+    from model.concepts import ConceptStore
+    from model.concepts.encoder import DEFAULT_ENCODER
+
+    if (args.store / "manifest.json").is_file():
+        store = ConceptStore.open(args.store)
+        if args.encoder and args.encoder != store.encoder_name:
+            raise ValueError(f"{args.store} holds {store.encoder_name!r} vectors; --encoder {args.encoder!r} differs")
+    else:
+        print(f"creating store {args.store} ({args.encoder or DEFAULT_ENCODER})", flush=True)
+        store = ConceptStore.create(args.store, encoder=args.encoder or DEFAULT_ENCODER)
+    with store:
+        print(f"reading {len(args.paths)} file(s)", flush=True)
+        report = store.add_files(args.paths, auto_accept=not args.review, text_field=args.text_field,
+                                 text_column=args.text_column)
+        print(report, flush=True)
+        if not args.review:
+            print(store.encode_pending(progress=True), flush=True)
+        s = store.stats()
+        print(f"store {args.store}: {s['sentences']} sentences in {s['documents']} documents, "
+              f"{s['accepted']} accepted, {s['pending']} pending, {s['rejected']} rejected, "
+              f"{s['vectors']} vectors ({s['index']} index)")
+    return 0
+
+
+def cmd_search(args) -> int:
+    with _open(args.store) as store:
+        hits = store.search(args.query, k=args.k)
+        if not hits:
+            print("no encoded sentences in the store")
+        for sentence, score in hits:
+            print(f"{score:6.3f}  #{sentence.id:<6} {sentence.text}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    with _open(args.dir) as store:
+        s = store.stats()
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    width = max(len(k) for k in s)
+    for key, value in s.items():
+        if key == "rejections":
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_repair(args) -> int:
+    from model.concepts import ConceptStore
+
+    with ConceptStore.open(args.dir, repair=True) as store:
+        store.rebuild_index()
+        print(f"rebuilt the index of {args.dir}: {store.n_vectors} vectors")
+    return 0
