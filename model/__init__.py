@@ -21,6 +21,14 @@ _EXPORTS = {
     "VMMoEConfig": "model.config",
     "VMMoE": "model.vmmoe",
     "VMMoEOutput": "model.vmmoe",
+    "InferenceCache": "model.vmmoe",
+    "LeakyConfigWarning": "model.vmmoe",
+    "RoutingStats": "model.moe",
+    "Trace": "model.trace",
+    # leakage audit
+    "audit": "model.leakage",
+    "AuditReport": "model.leakage",
+    "leaky_config": "model.leakage",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,6 +39,6 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in {"leakage", "losses", "ops", "concepts", "packing", "segments", "trace"}:
+    if name in {"leakage", "losses", "ops", "concepts", "packing", "segments", "trace", "train", "infer", "device"}:
         return importlib.import_module(f"model.{name}")
     raise AttributeError(f"module 'model' has no attribute {name!r}")
