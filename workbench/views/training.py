@@ -200,13 +200,12 @@ class TrainingView(pn.viewable.Viewer):
         df = pd.DataFrame(runs, columns=RUN_COLUMNS) if runs else pd.DataFrame(columns=RUN_COLUMNS)
         self._runs.value = df
         names = list(df["name"])
-        for w in (self._compare_a, self._compare_b, self._ckpt_run):
-            keep = w.value
-            w.options = names
-            if keep in names:
-                w.value = keep
-        if len(names) >= 2 and self._compare_a.value == self._compare_b.value:
-            self._compare_b.value = names[1]
+        # defaults: A the newest run, B the one before it, the checkpoint picker the newest
+        defaults = (names[:1], names[1:2] or names[:1], names[:1])
+        for w, default in zip((self._compare_a, self._compare_b, self._ckpt_run), defaults):
+            value = w.value if w.value in names else (default[0] if default else None)
+            w.param.update(options=names, value=value)
+        self._list_checkpoints()  # the chosen run may have written new checkpoints
 
     # --- comparison and checkpoints -----------------------------------------------------------------
     @param.depends("compare_metric", watch=True)
@@ -230,7 +229,8 @@ class TrainingView(pn.viewable.Viewer):
         name = self._ckpt_run.value
         dirs = RunDir(Path(self.state.runs_dir) / name).checkpoint_dirs() if name else []
         options = {d.name: str(d) for d in reversed(dirs)}  # newest first
-        self._ckpt.param.update(options=options, value=next(iter(options.values()), None))
+        keep = self._ckpt.value if self._ckpt.value in options.values() else next(iter(options.values()), None)
+        self._ckpt.param.update(options=options, value=keep)
 
     def use_checkpoint(self, path: str | None = None):
         """Load a checkpoint (folder, or a run folder: its newest) as the model the other views inspect."""
