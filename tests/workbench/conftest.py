@@ -80,15 +80,27 @@ def serve_workbench(port: int, log: Path, extra_env: dict | None = None) -> subp
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+# An exception line of a server-side traceback; a browser closing its websocket is not an app error.
+SERVER_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception): .*$", re.M)
+BENIGN = ("WebSocketClosedError", "StreamClosedError")
+
+
 @dataclass
 class ServedApp:
     url: str        # http://127.0.0.1:P/workbench
     port: int
     log: Path
     proc: subprocess.Popen
+    _seen: int = 0  # how much of the log new_errors() has read
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:]
+
+    def new_errors(self) -> list[str]:
+        """Exceptions the server logged since the last call (callbacks that raised in any session)."""
+        text = self.log.read_text(errors="replace")
+        new, self._seen = text[self._seen:], len(text)
+        return [m.group(0) for m in SERVER_EXCEPTION.finditer(new) if not any(b in m.group(0) for b in BENIGN)]
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +145,7 @@ class PageWatch:
     console_errors: list[str] = field(default_factory=list)   # console.error (failed loads included)
     failed_requests: list[str] = field(default_factory=list)  # requests that did not complete
     external_requests: list[str] = field(default_factory=list)  # any request leaving localhost
+    server: "ServedApp | None" = None  # when set, its logged exceptions count as problems too
 
     def problems(self) -> list[str]:
         return ([f"JS error: {e}" for e in self.js_errors] + [f"console error: {e}" for e in self.console_errors]
@@ -141,6 +154,8 @@ class PageWatch:
 
     def assert_clean(self) -> None:
         problems = self.problems()
+        if self.server is not None:
+            problems += [f"server exception: {e}" for e in self.server.new_errors()]
         assert not problems, "the page was not clean:\n" + "\n".join(problems)
 
 
@@ -152,9 +167,9 @@ def is_local(url: str) -> bool:
     return parsed.hostname in {h.strip("[]") for h in LOCAL_HOSTS}
 
 
-def watch_page(page) -> PageWatch:
+def watch_page(page, server: ServedApp | None = None) -> PageWatch:
     """Attach recorders to ``page``; non-localhost requests are also aborted (the app must not need them)."""
-    w = PageWatch()
+    w = PageWatch(server=server)
     page.on("pageerror", lambda exc: w.js_errors.append(str(exc)))
     page.on("console", lambda msg: w.console_errors.append(f"{msg.text} @ {msg.location.get('url', '')}")
             if msg.type == "error" else None)

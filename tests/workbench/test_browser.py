@@ -18,11 +18,14 @@ TABS = ["Concepts", "Packing", "States", "Routing", "Leakage", "Training"]
 
 @pytest.fixture(scope="module")
 def app(browser, served_app, ui):
-    """(page, watch) on the served app, opened once; the default store is already warm."""
+    """(page, watch) on the served app, opened once; the default store is already warm.
+
+    ``watch.assert_clean()`` also checks that the server logged no exception since the last check.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    watch = ui.watch_page(page)
+    watch = ui.watch_page(page, server=served_app)
     page.goto(served_app.url)
     page.locator(".wb-tabs").wait_for(state="visible")
     yield page, watch
@@ -88,9 +91,10 @@ def test_states_view_draws_resets_and_the_leaky_difference(app, ui):
     ui.wait_text(page.locator(".wb-states-summary"), r"Row \d+: \d+ segments")
     ui.wait_drawn(page.locator(".wb-states-heatmap"))
     page.locator(".wb-states-leaky button").click()
-    m = ui.wait_text(page.locator(".wb-states-summary"), r"first segment is unchanged \(max \|Δ\| ([\d.e+-]+)\); "
-                                                      r"later segments differ by up to ([\d.e+-]+)")
-    assert float(m.group(1)) == 0.0 and float(m.group(2)) > 0.0, m.group(0)
+    m = ui.wait_text(page.locator(".wb-states-summary"), r"first segment is unchanged \(max \|Δ\| (\d[\d.]*e[+-]\d+)\); "
+                                                      r"later segments differ by up to (\d[\d.]*e[+-]\d+)")
+    # segment 0 sees no earlier segment (fp32 roundoff only); the later ones inherit a carried-over state
+    assert float(m.group(1)) < 1e-4 < float(m.group(2)), m.group(0)
     ui.wait_drawn(page.locator(".wb-states-diff"))
     ui.save_screenshot(page, "states")
     page.locator(".wb-states-leaky button").click()  # back to the isolated model
@@ -128,7 +132,7 @@ def test_leakage_view_audit_passes_isolated_and_fails_leaky(app, ui):
 def test_training_view_starts_a_run_streams_its_curve_and_stops_it(app, ui):
     page, watch = app
     open_tab(page, "Training")
-    assert re.search(r'device "auto" resolves to cpu', ui.deep_text(page.locator(".wb-training-device")))
+    ui.wait_text(page.locator(".wb-training-device"), r'device "auto" resolves to cpu')
     page.locator(".wb-training-start button").click()
     eta = page.locator(".wb-training-eta")
     first = int(ui.wait_text(eta, r"running, step (\d+)/\d+", timeout=180).group(1))
