@@ -31,10 +31,7 @@ def as_numpy(t) -> np.ndarray:
 # --- packing ------------------------------------------------------------------------------------------
 def segment_table_array(batch) -> np.ndarray:
     """``PackedBatch.segment_table()`` as an int array (S, 5): seq_index, chunk, row, start, length."""
-    table = batch.segment_table()
-    if isinstance(table, dict):  # column form
-        table = list(zip(*(table[k] for k in ("seq_index", "chunk", "row", "start", "length"))))
-    return np.asarray(as_numpy(table) if isinstance(table, torch.Tensor) else table, dtype=np.int64).reshape(-1, 5)
+    return np.asarray(batch.segment_table(), dtype=np.int64).reshape(-1, 5)
 
 
 def pack_layout_data(batch) -> dict:

@@ -41,13 +41,14 @@ class ConceptsView(pn.viewable.Viewer):
         self._add = pn.widgets.Button(label="Add pasted text", color="primary",
                                       css_classes=["wb-concepts-add"])
         self._add.on_click(lambda *_: self.add_paste())
-        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", height=260,
+        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", size=8, width=400,
                                               css_classes=["wb-concepts-files"])
         self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
         self._report = pn.pane.Markdown("", css_classes=["wb-concepts-report"])
         self._table = pn.widgets.Tabulator(pd.DataFrame(columns=TABLE_COLUMNS), pagination="remote", page_size=25,
                                            selectable="checkbox", show_index=False, sizing_mode="stretch_width",
+                                           layout="fit_columns",
                                            editors={c: None for c in TABLE_COLUMNS if c != "text"},
                                            widths={"text": 480, "reasons": 220},
                                            css_classes=["wb-concepts-table"])
