@@ -55,6 +55,7 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     # the checkpoint picker drives the model of the States/Routing/Leakage views
     view._ckpt_run.value = handle.path.name
     assert list(view._ckpt.options) == ["step_000004", "step_000002"]
+    view._ckpt.value = view._ckpt.options["step_000004"]
     before = state.model
     view.use_checkpoint()
     assert state.model is not before and state.model.config.d_model == 16
