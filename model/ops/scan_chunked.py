@@ -24,17 +24,16 @@ import torch
 DEFAULT_CHUNK = 64
 
 
-def _chunk_terms(dt, u, A, B, keep):
-    """deltaA and deltaBu of one chunk, time-major.
+def _chunk_terms(dt, dtu, A, B, keep, dA, H):
+    """Fill the buffers dA and H (T, b, d, n) with deltaA and deltaBu of one chunk (time-major).
 
-    dt, u : (T, b, d);  A : (d, n);  B : (T, b, n);  keep : (T, b) or None (0 at resets)
-    returns deltaA, deltaBu : (T, b, d, n)
+    dt, dtu : (T, b, d) delta and delta * u;  A : (d, n);  B : (T, b, n);  keep : (T, b) or None
     """
-    dA = torch.exp(dt.unsqueeze(-1) * A)
+    torch.mul(dt.unsqueeze(-1), A, out=dA)
+    torch.exp(dA, out=dA)
     if keep is not None:
-        dA.mul_(keep[:, :, None, None])
-    dBu = (dt * u).unsqueeze(-1) * B.unsqueeze(2)
-    return dA, dBu
+        dA.mul_(keep[:, :, None, None])  # reset: the carried state is multiplied by 0
+    torch.mul(dtu.unsqueeze(-1), B.unsqueeze(2), out=H)
 
 
 def _scan_inplace(dA, H, h0):
@@ -42,7 +41,17 @@ def _scan_inplace(dA, H, h0):
     H[0].addcmul_(dA[0], h0)
     for t in range(1, H.shape[0]):
         H[t].addcmul_(dA[t], H[t - 1])
-    return H
+
+
+def _bmm(x, y):
+    """(T, b, i, j) @ (T, b, j, k) as one batched matmul over T * b."""
+    T, b = x.shape[:2]
+    return torch.bmm(x.reshape(T * b, *x.shape[2:]), y.reshape(T * b, *y.shape[2:])).view(T, b, x.shape[2], y.shape[3])
+
+
+def _time_major(*ts):
+    """(b, c, l) -> contiguous (l, b, c): each time step a contiguous slice."""
+    return [t.permute(2, 0, 1).contiguous() for t in ts]
 
 
 class ChunkedScan(torch.autograd.Function):
@@ -52,19 +61,22 @@ class ChunkedScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, keep, chunk):
         # u, delta : (b, d, l);  A : (d, n);  B, C : (b, n, l);  keep : (l, b) or None
         b, d, l = u.shape
-        ut, dtt = u.permute(2, 0, 1), delta.permute(2, 0, 1)  # (l, b, d) views
-        Bt, Ct = B.permute(2, 0, 1), C.permute(2, 0, 1)  # (l, b, n) views
+        n = A.shape[1]
+        dtt, dtut, Bt, Ct = _time_major(delta, delta * u, B, C)  # (l, b, d), (l, b, n)
+        T = min(chunk, l)
+        dA_buf, H_buf = u.new_empty(T, b, d, n), u.new_empty(T, b, d, n)  # reused by every chunk
         y = u.new_empty(l, b, d)
-        h = u.new_zeros(b, d, A.shape[1])
-        bounds = []  # state entering each chunk, (b, d, n)
-        for c0 in range(0, l, chunk):
-            c1 = min(c0 + chunk, l)
+        h = u.new_zeros(b, d, n)
+        bounds = []  # the state entering each chunk, (b, d, n)
+        for c0 in range(0, l, T):
+            c1 = min(c0 + T, l)
+            dA, H = dA_buf[:c1 - c0], H_buf[:c1 - c0]
+            _chunk_terms(dtt[c0:c1], dtut[c0:c1], A, Bt[c0:c1], None if keep is None else keep[c0:c1], dA, H)
             bounds.append(h)
-            dA, H = _chunk_terms(dtt[c0:c1], ut[c0:c1], A, Bt[c0:c1], None if keep is None else keep[c0:c1])
             _scan_inplace(dA, H, h)
-            y[c0:c1] = (H @ Ct[c0:c1].unsqueeze(-1)).squeeze(-1)  # (T, b, d, n) @ (T, b, n, 1)
+            y[c0:c1] = _bmm(H, Ct[c0:c1].unsqueeze(-1)).squeeze(-1)  # (T, b, d, n) @ (T, b, n, 1)
             h = H[-1].clone()
-        ctx.chunk = chunk
+        ctx.chunk = T
         ctx.save_for_backward(u, delta, A, B, C, keep, torch.stack(bounds))
         return y.permute(1, 2, 0), h
 
@@ -72,39 +84,40 @@ class ChunkedScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy, g_last):
         u, delta, A, B, C, keep, bounds = ctx.saved_tensors
-        chunk = ctx.chunk
+        T = ctx.chunk
         b, d, l = u.shape
-        ut, dtt = u.permute(2, 0, 1), delta.permute(2, 0, 1)  # (l, b, d)
-        Bt, Ct = B.permute(2, 0, 1), C.permute(2, 0, 1)  # (l, b, n)
-        gyt = gy.permute(2, 0, 1)  # (l, b, d)
+        n = A.shape[1]
+        ut, dtt, dtut, Bt, Ct, gyt = _time_major(u, delta, delta * u, B, C, gy)  # (l, b, d), (l, b, n)
         du, ddt = torch.empty_like(ut), torch.empty_like(dtt)  # (l, b, d)
         dB, dC = torch.empty_like(Bt), torch.empty_like(Ct)  # (l, b, n)
         dA_param = torch.zeros_like(A)
-        carry = g_last.clone() if g_last is not None else torch.zeros_like(bounds[0])  # dL/dh at chunk end
-        starts = list(range(0, l, chunk))
-        for k in reversed(range(len(starts))):
-            c0 = starts[k]
-            c1 = min(c0 + chunk, l)
-            h0, dt, uc = bounds[k], dtt[c0:c1], ut[c0:c1]
-            dA, H = _chunk_terms(dt, uc, A, Bt[c0:c1], None if keep is None else keep[c0:c1])
-            _scan_inplace(dA, H, h0)  # (T, b, d, n) states
-            gyc = gyt[c0:c1]
-            dC[c0:c1] = (gyc.unsqueeze(-2) @ H).squeeze(-2)  # (T, b, 1, d) @ (T, b, d, n)
-            # adjoint recurrence, in place on G
-            G = gyc.unsqueeze(-1) * Ct[c0:c1].unsqueeze(2)  # (T, b, d, n)
+        dA_buf, H_buf, G_buf, s_buf = (u.new_empty(T, b, d, n) for _ in range(4))
+        carry = g_last.clone() if g_last is not None else torch.zeros_like(bounds[0])  # dL/dh at the chunk's end
+        for k in reversed(range(bounds.shape[0])):
+            c0 = k * T
+            c1 = min(c0 + T, l)
+            t = c1 - c0
+            dA, H, G, s = dA_buf[:t], H_buf[:t], G_buf[:t], s_buf[:t]
+            h0, dt, dtu, Bc = bounds[k], dtt[c0:c1], dtut[c0:c1], Bt[c0:c1]
+            _chunk_terms(dt, dtu, A, Bc, None if keep is None else keep[c0:c1], dA, H)
+            _scan_inplace(dA, H, h0)  # recomputed states of the chunk
+            gyc = gyt[c0:c1].unsqueeze(-1)  # (T, b, d, 1)
+            dC[c0:c1] = _bmm(gyc.transpose(-1, -2), H).squeeze(-2)  # (T, b, 1, d) @ (T, b, d, n)
+            # adjoint recurrence g_t = dL/dh_t + deltaA_{t+1} g_{t+1}, in place on G
+            torch.mul(gyc, Ct[c0:c1].unsqueeze(2), out=G)
             G[-1].add_(carry)
-            for t in range(G.shape[0] - 2, -1, -1):
-                G[t].addcmul_(dA[t + 1], G[t + 1])
+            for i in range(t - 2, -1, -1):
+                G[i].addcmul_(dA[i + 1], G[i + 1])
             carry = dA[0] * G[0]
-            # dL/d(delta*A) = g_t * h_{t-1} * deltaA_t  (0 at resets, where deltaA is 0)
-            s = G * dA
+            # s = dL/d(delta*A) = g_t * h_{t-1} * deltaA_t (0 at resets, where deltaA is 0)
+            torch.mul(G, dA, out=s)
             s[0].mul_(h0)
             s[1:].mul_(H[:-1])
-            dA_param += torch.einsum("tbdn,tbd->dn", s, dt)
-            GB = (G @ Bt[c0:c1].unsqueeze(-1)).squeeze(-1)  # (T, b, d)
-            ddt[c0:c1] = torch.einsum("tbdn,dn->tbd", s, A) + uc * GB
+            dA_param += torch.mul(s, dt.unsqueeze(-1), out=H).sum((0, 1))  # H is free now: scratch
+            GB = _bmm(G, Bc.unsqueeze(-1)).squeeze(-1)  # (T, b, d)
+            ddt[c0:c1] = torch.mul(s, A, out=H).sum(-1) + ut[c0:c1] * GB
             du[c0:c1] = dt * GB
-            dB[c0:c1] = ((dt * uc).unsqueeze(-2) @ G).squeeze(-2)  # (T, b, 1, d) @ (T, b, d, n)
+            dB[c0:c1] = _bmm(dtu.unsqueeze(-2), G).squeeze(-2)  # (T, b, 1, d) @ (T, b, d, n)
         return (du.permute(1, 2, 0), ddt.permute(1, 2, 0), dA_param,
                 dB.permute(1, 2, 0), dC.permute(1, 2, 0), None, None)
 
@@ -112,6 +125,5 @@ class ChunkedScan(torch.autograd.Function):
 def scan_chunked(u, delta, A, B, C, starts=None, return_last_state=False, chunk: int = DEFAULT_CHUNK):
     """Same contract as ``scan_reference``; ``chunk`` trades memory for fewer, larger vector ops."""
     keep = None if starts is None else (~starts).t().to(u.dtype).contiguous()  # (l, b)
-    y, h = ChunkedScan.apply(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(),
-                             C.contiguous(), keep, chunk)
+    y, h = ChunkedScan.apply(u, delta, A.contiguous(), B, C, keep, chunk)
     return y, (h if return_last_state else None)
