@@ -7,7 +7,9 @@
 It opens on the default concept store (built from the bundled corpus on a first start, with a
 progress bar) and a fresh small default model with a fixed seed.
 
-Stable hooks for browser tests (CSS classes; tab titles are exactly the names in the first line):
+Stable hooks for browser tests (CSS classes; tab titles are exactly the names in the first line).
+Panel renders each component in a shadow root: the class sits on the host element, so read text
+with ``locator(".wb-x").text_content()`` or a nested locator, and click ``.wb-x button``.
 
     tabs           "Concepts", "Packing", "States", "Routing", "Leakage", "Training"  (in .wb-tabs)
     app            .wb-app  .wb-header  .wb-model-label  .wb-batch-label  .wb-store-status  .wb-store-progress
@@ -22,15 +24,16 @@ Stable hooks for browser tests (CSS classes; tab titles are exactly the names in
                    .wb-packing-packed  .wb-packing-padded  .wb-packing-histogram
     States         .wb-states  .wb-states-row  .wb-states-leaky  .wb-states-heatmap  .wb-states-diff
                    .wb-states-summary
-    Routing        .wb-routing  .wb-routing-row  .wb-routing-layer  .wb-routing-shares  .wb-routing-tokens
-                   .wb-routing-aux  .wb-routing-load
+    Routing        .wb-routing  .wb-routing-row  .wb-routing-layer  .wb-routing-summary  .wb-routing-shares
+                   .wb-routing-tokens  .wb-routing-aux  .wb-routing-load
     Leakage        .wb-leakage  .wb-leakage-row  .wb-leakage-segment  .wb-leakage-leaky  .wb-leakage-run
-                   .wb-leakage-heatmap  .wb-leakage-badge (holds .wb-pass or .wb-fail, text PASS / FAIL)
+                   .wb-leakage-heatmap  .wb-leakage-badge (holds span.wb-badge with .wb-pass "PASS", .wb-fail "FAIL",
+                   .wb-running "auditing…" or .wb-unknown "not audited")
                    .wb-leakage-summary  .wb-leakage-checks (table of the audit's checks)
     Training       .wb-training  .wb-training-form  .wb-training-device (shows what "auto" resolves to)
                    .wb-training-start  .wb-training-stop  .wb-training-resume  .wb-training-progress
                    .wb-training-eta  .wb-training-curves  .wb-training-runs  .wb-training-compare-a
-                   .wb-training-compare-b  .wb-training-compare  .wb-training-checkpoint
+                   .wb-training-compare-b  .wb-training-compare  .wb-training-checkpoint-run  .wb-training-checkpoint
                    .wb-training-use-checkpoint  .wb-training-use-default
 """
 from __future__ import annotations

@@ -34,6 +34,8 @@ def test_paste_review_encode_search_map(view):
     # "ok." fails a quality check and the table says which one and why
     short = table[table["text"] == "ok."]
     assert len(short) == 1 and short.iloc[0]["status"] == "rejected" and short.iloc[0]["reasons"]
+    assert short.iloc[0]["length"] == "FAIL" and "length" in short.iloc[0]["reasons"]  # one column per check
+    assert set(table[table["status"] == "pending"]["length"]) == {"pass"}
     pending = [int(i) for i in table[table["status"] == "pending"]["id"]]
     view._table.selection = [int(i) for i in table.index[table["status"] == "pending"]]
     assert sorted(view.selected_ids()) == sorted(pending)

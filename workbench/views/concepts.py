@@ -13,10 +13,11 @@ import pandas as pd
 import panel as pn
 import param
 
+from model.concepts.checks import CHECK_NAMES
 from workbench import plots, services
 from workbench.state import WorkbenchState
 
-TABLE_COLUMNS = ["id", "doc", "position", "status", "checks", "reasons", "text"]
+TABLE_COLUMNS = ["id", "doc", "position", "status", "checks", "reasons", "text"]  # + one column per check
 MAP_MAX_POINTS = 5000   # the map samples this many encoded sentences at most (fixed seed)
 UPLOAD_LIMIT_MB = services.MAX_UPLOAD_BYTES / 2**20
 
@@ -49,7 +50,7 @@ class ConceptsView(pn.viewable.Viewer):
         self._table = pn.widgets.Tabulator(pd.DataFrame(columns=TABLE_COLUMNS), pagination="remote", page_size=25,
                                            selectable="checkbox", show_index=False, sizing_mode="stretch_width",
                                            layout="fit_columns",
-                                           editors={c: None for c in TABLE_COLUMNS if c != "text"},
+                                           editors={c: None for c in (*TABLE_COLUMNS, *CHECK_NAMES) if c != "text"},
                                            widths={"text": 480, "reasons": 220},
                                            css_classes=["wb-concepts-table"])
         self._table.on_edit(self._on_edit)
@@ -253,12 +254,16 @@ class ConceptsView(pn.viewable.Viewer):
 
 
 def sentence_frame(sentences) -> pd.DataFrame:
-    """One table row per Sentence: its checks as "passed/total" and the reasons of the failed ones."""
-    rows = []
+    """One table row per Sentence: each check's verdict in its own column ("pass" / "FAIL", empty when the
+    check has not run), "passed/total", and the reasons of the failed checks."""
+    rows, names = [], []
     for s in sentences:
         checks = list(s.checks or [])
-        failed = [f"{name}: {reason}" for name, ok, reason in checks if not ok]
+        verdicts = {name: ("pass" if ok else "FAIL") for name, ok, _ in checks}
+        names += [n for n in verdicts if n not in names]
         rows.append({"id": int(s.id), "doc": str(s.doc_id), "position": int(s.position), "status": s.status,
-                     "checks": f"{sum(1 for _, ok, _ in checks if ok)}/{len(checks)} passed",
-                     "reasons": "; ".join(failed), "text": s.text})
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+                     "checks": f"{sum(ok for _, ok, _ in checks)}/{len(checks)} passed",
+                     "reasons": "; ".join(f"{name}: {reason}" for name, ok, reason in checks if not ok),
+                     "text": s.text, **verdicts})
+    columns = TABLE_COLUMNS[:5] + names + TABLE_COLUMNS[5:]
+    return pd.DataFrame(rows, columns=columns).fillna("")
