@@ -1,0 +1,169 @@
+"""Selective scan, forward + backward: chunked (leak-free, packed) vs reference vs mamba.py's pscan.
+
+    python -m benchmarks.bench_scan                 # b=8, d=512, n=16, l=1024 on CPU
+    python -m benchmarks.bench_scan --quick         # smaller, for a smoke run
+    python -m benchmarks.bench_scan --device cuda
+
+The chunked and reference backends run on packed rows (seq_idx with segments of random lengths:
+state reset at every boundary); pscan cannot isolate segments and runs the same math unpacked,
+so the comparison is "leak-free packed" against "fast but leaky". Alternatives of the chunked
+backend are measured side by side: chunk sizes, and a Hillis-Steele doubling scan inside the chunk
+instead of the in-place loop. Cases are timed round-robin (one repeat of each in turn), so load
+from other processes spreads over all of them. Results: benchmarks/results/scan_<device>[_quick].{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+
+import model.ops.scan_chunked as scan_chunked_mod
+from benchmarks.bench_common import hardware, hardware_line, markdown_table, synchronize, write_results
+from model.ops import register_backend, selective_scan
+
+
+def scan_doubling(dA, H, h0):
+    """Hillis-Steele alternative to ``_scan_inplace``: log2(T) vector steps over the whole chunk.
+
+    Combines pairs (a, b) -> (a2 * a1, a2 * b1 + b2) at offsets 1, 2, 4, ..; afterwards a[t] is the
+    product of dA up to t, so the carried state enters as H[t] += a[t] * h0.
+    """
+    a = dA.clone()
+    k = 1
+    while k < H.shape[0]:
+        H[k:] += a[k:] * H[:-k]
+        a[k:] = a[k:] * a[:-k]
+        k *= 2
+    H.addcmul_(a, h0)
+
+
+def make_inputs(b, d, n, l, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = {"u": torch.randn(b, d, l, generator=g), "delta": torch.randn(b, d, l, generator=g) * 0.5,
+         "A": -torch.rand(d, n, generator=g) * 4 - 0.5, "B": torch.randn(b, n, l, generator=g),
+         "C": torch.randn(b, n, l, generator=g), "D": torch.randn(d, generator=g),
+         "z": torch.randn(b, d, l, generator=g), "delta_bias": torch.randn(d, generator=g) * 0.1}
+    # packed rows: segments of random lengths 1..l/4 filling each row
+    seq_idx = torch.empty(b, l, dtype=torch.long)
+    for r in range(b):
+        p, s = 0, 0
+        while p < l:
+            m = int(torch.randint(1, max(2, l // 4), (1,), generator=g))
+            seq_idx[r, p:p + m] = s
+            p, s = p + m, s + 1
+    return {k: v.to(device).requires_grad_() for k, v in t.items()}, seq_idx.to(device)
+
+
+def fwd_bwd(inputs, seq_idx, backend):
+    out = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], inputs["D"],
+                         inputs["z"], inputs["delta_bias"], delta_softplus=True, seq_idx=seq_idx,
+                         backend=backend, validate=False)
+    out.sum().backward()
+    return out
+
+
+def check_doubling_matches_loop(device):
+    """The doubling variant must compute the same scan before it is worth timing."""
+    inputs, seq_idx = make_inputs(2, 8, 4, 100, device, seed=1)
+    ref = fwd_bwd(inputs, seq_idx, "bench_chunked_64").detach()
+    scan_chunked_mod._scan_inplace, loop = scan_doubling, scan_chunked_mod._scan_inplace
+    try:
+        alt = fwd_bwd(inputs, seq_idx, "bench_chunked_64").detach()
+    finally:
+        scan_chunked_mod._scan_inplace = loop
+    torch.testing.assert_close(alt, ref, rtol=1e-4, atol=1e-4)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="b=4, d=128, n=16, l=256")
+    ap.add_argument("--b", type=int, default=8)
+    ap.add_argument("--d", type=int, default=512)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--l", type=int, default=1024)
+    ap.add_argument("--chunks", default="16,32,64,128", help="chunk sizes of the chunked backend to compare")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    ap.add_argument("--skip-reference", action="store_true", help="the reference loop is very slow at full size")
+    ap.add_argument("--out-dir", default=None)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.b, args.d, args.n, args.l = 4, 128, 16, 256
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    hw = hardware(device)
+    print(f"selective scan fwd+bwd, b={args.b} d={args.d} n={args.n} l={args.l} on {hardware_line(hw)}", flush=True)
+
+    chunks = [int(c) for c in args.chunks.split(",")]
+    for T in sorted({*chunks, 64}):
+        register_backend(f"bench_chunked_{T}", functools.partial(scan_chunked_mod.scan_chunked, chunk=T), True)
+    check_doubling_matches_loop(device)
+
+    inputs, seq_idx = make_inputs(args.b, args.d, args.n, args.l, device)
+    default = scan_chunked_mod.DEFAULT_CHUNK
+    cases = {f"chunked (T={default}, packed, default)": ("chunked", seq_idx, None)}
+    cases.update({f"chunked T={T} (packed)": (f"bench_chunked_{T}", seq_idx, None) for T in chunks if T != default})
+    cases["chunked T=64 doubling (packed)"] = ("bench_chunked_64", seq_idx, scan_doubling)
+    try:
+        import mambapy  # noqa: F401
+
+        cases["pscan (mamba.py, unpacked: leaks)"] = ("pscan", None, None)
+    except ImportError:
+        print("mambapy not installed: pscan skipped")
+    if not args.skip_reference:
+        cases["reference loop (packed)"] = ("reference", seq_idx, None)
+
+    times = {name: [] for name in cases}
+    peak = {}
+    loop = scan_chunked_mod._scan_inplace
+    for rep in range(args.repeats + 1):  # round 0 is warm-up
+        for name, (backend, si, intra) in cases.items():
+            if name.startswith("reference") and rep > 1:
+                continue  # one timed run is enough for the oracle (minutes at full size)
+            for v in inputs.values():
+                v.grad = None
+            scan_chunked_mod._scan_inplace = intra or loop
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            synchronize(device)
+            t0 = time.perf_counter()
+            try:
+                fwd_bwd(inputs, si, backend)
+                synchronize(device)
+            finally:
+                scan_chunked_mod._scan_inplace = loop
+            if rep:
+                times[name].append((time.perf_counter() - t0) * 1000)
+                print(f"  {name}: {times[name][-1]:.1f} ms", flush=True)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
+
+    rows = []
+    pscan_ms = statistics.median(times["pscan (mamba.py, unpacked: leaks)"]) if "pscan (mamba.py, unpacked: leaks)" in times else None
+    ref_ms = statistics.median(times["reference loop (packed)"]) if "reference loop (packed)" in times else None
+    for name, ts in times.items():
+        ms = statistics.median(ts)
+        rows.append({"case": name, "ms_fwd_bwd": ms, "ms_min": min(ts), "runs": len(ts),
+                     "speedup_vs_pscan": pscan_ms / ms if pscan_ms else None,
+                     "speedup_vs_reference": ref_ms / ms if ref_ms else None,
+                     "leak_free": "pscan" not in name,
+                     "peak_mem_mb": peak.get(name)})
+    md = markdown_table(rows, ["case", "ms_fwd_bwd", "speedup_vs_pscan", "speedup_vs_reference", "leak_free",
+                               "peak_mem_mb", "runs"])
+    shape = f"b={args.b}, d={args.d}, n={args.n}, l={args.l}"
+    md = f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs.\n\n{md}\n"
+    print(md)
+    name = f"scan_{device.type}" + ("_quick" if args.quick else "")
+    paths = write_results(name, rows, md, hw, args.out_dir, extra={"shape": {"b": args.b, "d": args.d, "n": args.n,
+                                                                             "l": args.l}})
+    print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
