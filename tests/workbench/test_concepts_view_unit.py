@@ -43,7 +43,7 @@ def test_paste_review_encode_search_map(view):
     assert {s.status for s in store.sentences(ids=pending)} == {"accepted"}
     view.encode(wait=True)
     assert store.n_vectors == len(pending) and view.state.messages[-1][0] == "success"
-    view.search("how is the syntax tree built?")
+    view.search("how is the syntax tree built?", wait=True)
     results = view._results.value
     assert len(results) == min(view.k, len(pending)) and "tree" in results.iloc[0]["text"]
     assert view._map.object is not None

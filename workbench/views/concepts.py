@@ -29,7 +29,8 @@ class ConceptsView(pn.viewable.Viewer):
     def __init__(self, state: WorkbenchState, **params):
         super().__init__(**params)
         self.state = state
-        self._job: services.BackgroundJob | None = None
+        self._job: services.BackgroundJob | None = None         # encoding
+        self._search_job: services.BackgroundJob | None = None
         self.report = None  # the last IngestReport
         self._upload = pn.widgets.FileInput(accept=".txt,.md,.rst,.text", multiple=False,
                                             css_classes=["wb-concepts-upload"])
@@ -49,9 +50,9 @@ class ConceptsView(pn.viewable.Viewer):
         self._report = pn.pane.Markdown("", css_classes=["wb-concepts-report"])
         self._table = pn.widgets.Tabulator(pd.DataFrame(columns=TABLE_COLUMNS), pagination="remote", page_size=25,
                                            selectable="checkbox", show_index=False, sizing_mode="stretch_width",
-                                           layout="fit_columns",
                                            editors={c: None for c in (*TABLE_COLUMNS, *CHECK_NAMES) if c != "text"},
-                                           widths={"text": 480, "reasons": 220},
+                                           widths={"id": 60, "doc": 55, "position": 75, "status": 85, "checks": 100,
+                                                   **{c: 85 for c in CHECK_NAMES}, "reasons": 240, "text": 480},
                                            css_classes=["wb-concepts-table"])
         self._table.on_edit(self._on_edit)
         self._accept = pn.widgets.Button(label="Accept selected", color="success",
@@ -173,6 +174,8 @@ class ConceptsView(pn.viewable.Viewer):
             self.poll()
 
     def poll(self) -> None:
+        if self._search_job is not None and self._search_job.finished:
+            self._show_hits(self._search_job)
         job = self._job
         if job is None:
             return
@@ -188,15 +191,33 @@ class ConceptsView(pn.viewable.Viewer):
         self.refresh()
 
     # --- search, map, table, stats ------------------------------------------------------------------
-    def search(self, query: str):
+    def search(self, query: str, wait: bool = False):
+        """Nearest sentences to ``query``, in the background (the first search loads the encoder)."""
         if not query or not query.strip():
             self.state.notify("type a sentence to search for", "warning")
             return
+        if self._search_job is not None and not self._search_job.finished:
+            self.state.notify("a search is already running", "warning")
+            return
         try:
-            hits = self._store().search(query, self.k)
-        except (ValueError, OSError) as exc:
+            store = self._store()
+        except ValueError as exc:
             self.state.fail(exc)
             return
+        self._search.loading = True
+        k = self.k
+        self._search_job = services.BackgroundJob(lambda _progress: store.search(query, k), name="search").start()
+        if wait:
+            self._search_job.wait()
+            self.poll()
+
+    def _show_hits(self, job: services.BackgroundJob) -> None:
+        self._search_job = None
+        self._search.loading = False
+        if job.error is not None:
+            self.state.notify(f"search failed: {job.error}", "error")
+            return
+        hits = job.result
         self._results.value = pd.DataFrame({"score": [round(float(sc), 4) for _, sc in hits],
                                             "doc": [str(s.doc_id) for s, _ in hits],
                                             "text": [s.text for s, _ in hits]})
