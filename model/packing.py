@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from model.segments import check_finite, position_ids_from_segments
+from model.segments import position_ids_from_segments
 
 STRATEGIES = ("bfd", "ffd")
 MODES = ("packed", "padded", "single")
@@ -78,6 +78,20 @@ class PackPlan:
             return 1.0
         total = self.n_rows * self.row_len
         return float(self.lengths.sum()) / total if total else 0.0
+
+    def step_utilization(self, rows_per_step: int) -> float:
+        """Utilization when stepping ``rows_per_step`` rows at a time, each step trimmed to its
+        longest row (what ``PackedBatch.steps`` computes on): the fair figure for ``padded``."""
+        if self.mode == "single":
+            return 1.0
+        if isinstance(rows_per_step, bool) or not isinstance(rows_per_step, int) or rows_per_step < 1:
+            raise ValueError(f"rows_per_step must be a positive int, got {rows_per_step!r}")
+        row_end = np.zeros(self.n_rows, dtype=np.int64)
+        np.maximum.at(row_end, self.row, self.start + self.length)
+        step_of = np.arange(self.n_rows) // rows_per_step
+        step_len = np.zeros(step_of[-1] + 1, dtype=np.int64)
+        np.maximum.at(step_len, step_of, row_end)
+        return float(self.lengths.sum()) / float((step_len[step_of]).sum())
 
     def segment_table(self) -> list[tuple[int, int, int, int, int]]:
         """(seq_index, chunk, row, start, length) per piece, ordered by row then start."""
@@ -339,19 +353,30 @@ def _check_seqs(seqs) -> tuple[int, torch.dtype, torch.device]:
         if s.shape[1] != first.shape[1] or s.dtype != first.dtype or s.device != first.device:
             raise ValueError(f"seqs[{i}] is ({s.shape[1]}, {s.dtype}, {s.device}) but seqs[0] is "
                              f"({first.shape[1]}, {first.dtype}, {first.device}): all must match in d, dtype, device")
-        check_finite(s, f"seqs[{i}]")
     return first.shape[1], first.dtype, first.device
+
+
+def _check_finite_seqs(flat: torch.Tensor, lengths: list[int]) -> None:
+    """One NaN/inf check over all sequences concatenated; name the first bad sequence."""
+    if not torch.isfinite(flat).all():
+        bad_pos = int((~torch.isfinite(flat)).any(dim=1).nonzero()[0])
+        ends = np.cumsum(lengths)
+        i = int(np.searchsorted(ends, bad_pos, side="right"))
+        raise ValueError(f"seqs[{i}] contains NaN or inf (first at position {bad_pos - int(ends[i] - lengths[i])})")
 
 
 def pack_sequences(seqs: Sequence[torch.Tensor], max_len: int, mode: str = "packed",
                    strategy: str = "bfd") -> PackedBatch:
     """Lay out ``seqs`` (each (len_i, d)) in rows by ``plan_rows``; see the module docstring."""
     d, dtype, device = _check_seqs(seqs)
-    plan = plan_rows([s.shape[0] for s in seqs], max_len, strategy=strategy, mode=mode)
+    lengths = [s.shape[0] for s in seqs]
+    plan = plan_rows(lengths, max_len, strategy=strategy, mode=mode)
+    cat = torch.cat(list(seqs))  # (sum lengths, d)
+    _check_finite_seqs(cat, lengths)
     rows, L = plan.n_rows, plan.row_len
     flat = torch.from_numpy(plan.flat_index()).to(device)
     values = torch.zeros(rows * L, d, dtype=dtype, device=device)
-    values[flat] = torch.cat(list(seqs))
+    values[flat] = cat
     # segment id of a piece = its rank inside its row (pieces are ordered by row, start)
     first_in_row = np.r_[0, np.flatnonzero(np.diff(plan.row)) + 1]
     rank = np.arange(plan.n_pieces) - np.repeat(first_in_row, np.diff(np.r_[first_in_row, plan.n_pieces]))

@@ -125,6 +125,9 @@ def test_utilization_packed_beats_padded():
     assert padded.utilization == sum(lengths) / (len(lengths) * 30)
     assert single.utilization == 1.0
     assert packed.utilization > padded.utilization
+    # stepping 2 padded rows at a time, each step only as long as its longest: (30,2), (5,17), (1,9), (3,3)
+    assert padded.step_utilization(2) == sum(lengths) / (2 * (30 + 17 + 9 + 3))
+    assert packed.step_utilization(packed.n_rows) == packed.utilization  # 30 + 2 fill a row: no trim
 
 
 def test_large_plan_is_valid():
@@ -168,6 +171,7 @@ def test_plan_bad_input(lengths, max_len, kw, match):
     ([torch.zeros(0, 2)], r"seqs\[0\] must have shape"),
     ([torch.zeros(2, 2, dtype=torch.long)], "floating point"),
     ([torch.tensor([[0.0, float("nan")]])], r"seqs\[0\] contains NaN"),
+    ([torch.zeros(3, 2), torch.tensor([[0.0, 1.0], [float("inf"), 0.0]])], r"seqs\[1\] contains NaN or inf \(first at position 1\)"),
     (["text"], r"seqs\[0\] must be a torch.Tensor"),
 ])
 def test_pack_bad_input(seqs, match):
