@@ -8,8 +8,9 @@ It opens on the default concept store (built from the bundled corpus on a first 
 progress bar) and a fresh small default model with a fixed seed.
 
 Stable hooks for browser tests (CSS classes; tab titles are exactly the names in the first line).
-Panel renders each component in a shadow root: the class sits on the host element, so read text
-with ``locator(".wb-x").text_content()`` or a nested locator, and click ``.wb-x button``.
+Panel renders each component in a shadow root and the class sits on the host element: the host's own
+text is empty, so read text through a nested locator (``page.locator(".wb-store-status div")``), type
+into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS pierces shadow roots).
 
     tabs           "Concepts", "Packing", "States", "Routing", "Leakage", "Training"  (in .wb-tabs)
     app            .wb-app  .wb-header  .wb-model-label  .wb-batch-label  .wb-store-status  .wb-store-progress
