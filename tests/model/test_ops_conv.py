@@ -111,3 +111,17 @@ def test_bad_seq_idx_numbering():
     x, w, b = (t.detach() for t in make(1, 3, 4, 4))
     with pytest.raises(SegmentLayoutError, match="starts with segment 1"):
         causal_conv1d(x, w, b, torch.tensor([[1, 1, 2, 2]]))
+
+
+class _MockedMPSTensor(torch.Tensor):
+    """A CPU tensor that reports device 'mps' (no Apple GPU here): only the dtype guard is exercised."""
+
+    @property
+    def device(self):
+        return torch.device("mps")
+
+
+def test_float64_on_mps_refused_mocked_device():
+    x = torch.zeros(1, 2, 5, dtype=torch.float64).as_subclass(_MockedMPSTensor)
+    with pytest.raises(ValueError, match="x is float64 on MPS"):
+        causal_conv1d(x, torch.zeros(2, 4, dtype=torch.float64))
