@@ -62,6 +62,11 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     assert "step_000004" in state.model_label
     view._compare_a.value = handle.path.name
     assert view._compare.object is not None
+    # another session (a reopened tab) sees the run in the table and follows it by selecting it
+    other = TrainingView(state)
+    assert other.current is None and len(other.source.data["step"]) == 0
+    other._runs.selection = [0]
+    assert other.current == handle.path and other.source.data["step"] == [1, 2, 3, 4]
 
 
 def test_bad_settings_are_notifications_not_exceptions(state):

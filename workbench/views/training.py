@@ -47,6 +47,7 @@ class TrainingView(pn.viewable.Viewer):
         self.state = state
         self.current: Path | None = None   # the run whose curves are live
         self._last_step = 0
+        self._was_alive = False
         self._step_times: list[float] = []
         self._polls = 0
         self.source = ColumnDataSource({c: [] for c in ("step", *[k for k, _ in CURVES])})
@@ -64,6 +65,7 @@ class TrainingView(pn.viewable.Viewer):
         self._start = pn.widgets.Button(label="Start run", color="primary", css_classes=["wb-training-start"])
         self._stop = pn.widgets.Button(label="Stop", color="warning", css_classes=["wb-training-stop"])
         self._resume = pn.widgets.Button(label="Resume selected run", css_classes=["wb-training-resume"])
+        self._runs.param.watch(lambda *_: self._follow_selected(), "selection")
         self._start.on_click(lambda *_: self.start())
         self._stop.on_click(lambda *_: self.stop())
         self._resume.on_click(lambda *_: self.resume())
@@ -149,6 +151,12 @@ class TrainingView(pn.viewable.Viewer):
             return None
         return Path(self.state.runs_dir) / str(df.iloc[sel[0]]["name"])
 
+    def _follow_selected(self):
+        """Selecting a run in the table shows its curves (also a run started by another session)."""
+        path = self.selected_run()
+        if path is not None and path != self.current:
+            self._follow(path, refresh=False)
+
     def _handle(self, path: Path | None):
         if path is None:
             return None
@@ -156,12 +164,15 @@ class TrainingView(pn.viewable.Viewer):
 
         return services.run_registry().get(str(path)) or RunHandle(Path(path))
 
-    def _follow(self, path: Path):
+    def _follow(self, path: Path, refresh: bool = True):
         self.current = Path(path)
+        self._was_alive = True  # until the first poll says otherwise: a run that ends at once is reported
         self._last_step = 0
         self._step_times = []
         self.source.data = {k: [] for k in self.source.data}
-        self.refresh_runs()
+        if refresh:
+            self.refresh_runs()
+        self.poll()
 
     def poll(self) -> None:
         """Stream the followed run's new train metrics into the curves; update progress and ETA."""
@@ -187,18 +198,24 @@ class TrainingView(pn.viewable.Viewer):
             eta = f", about {per_step * max(0, steps - self._last_step):.0f} s left"
         self._eta.object = (f"run **{self.current.name}**: {status.get('state', '?')}, step {self._last_step}/{steps}"
                             f"{eta}" + (f" — {status['error']}" if status.get("error") else ""))
-        if not status.get("alive") or self._polls % 10 == 0:
+        ended = self._was_alive and not status.get("alive")
+        self._was_alive = bool(status.get("alive"))
+        if ended or self._polls % 10 == 0:
             self.refresh_runs()
-        if not status.get("alive") and status.get("state") == "failed" and self._polls > 1:
-            self.state.notify(f"run {self.current.name} failed: {status.get('error', 'see run.log')}", "error")
-            self.current = None
+        if ended and status.get("state") == "failed":
+            self.state.notify(f"run {self.current.name} failed: {status.get('error') or 'see its run.log'}", "error")
 
     def refresh_runs(self) -> None:
         from model.train import list_runs
 
         runs = list_runs(self.state.runs_dir)
         df = pd.DataFrame(runs, columns=RUN_COLUMNS) if runs else pd.DataFrame(columns=RUN_COLUMNS)
-        self._runs.value = df
+        if not df.equals(self._runs.value):  # a new value would drop the user's row selection
+            selected = self.selected_run()
+            self._runs.value = df
+            names = list(df["name"])
+            if selected is not None and selected.name in names:
+                self._runs.selection = [names.index(selected.name)]
         names = list(df["name"])
         # defaults: A the newest run, B the one before it, the checkpoint picker the newest
         defaults = (names[:1], names[1:2] or names[:1], names[:1])
