@@ -73,17 +73,25 @@ class WorkbenchApp(pn.viewable.Viewer):
         self._store_error_shown = False
         self.concepts = ConceptsView(self.state)
         self.packing = PackingView(self.state)
-        self.states = StatesView(self.state)
-        self.routing = RoutingView(self.state)
-        self.leakage = LeakageView(self.state)
+        # the model views draw only while their tab is shown (Concepts is shown first)
+        self.states = StatesView(self.state, active=False)
+        self.routing = RoutingView(self.state, active=False)
+        self.leakage = LeakageView(self.state, active=False)
         self.training = TrainingView(self.state)
         self.views = dict(zip(TAB_TITLES, (self.concepts, self.packing, self.states, self.routing, self.leakage,
                                            self.training)))
         self._store_status = pn.pane.Markdown("", css_classes=["wb-store-status"], margin=(0, 10))
         self._store_progress = pn.indicators.Progress(value=-1, max=100, width=200, visible=False,
                                                       css_classes=["wb-store-progress"])
+        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, css_classes=["wb-tabs"], sizing_mode="stretch_width")
+        self.tabs.param.watch(lambda *_: self._show_active_tab(), "active")
         self._callback = None
         self.poll()
+
+    def _show_active_tab(self) -> None:
+        for i, view in enumerate(self.views.values()):
+            if "active" in view.param:
+                view.active = i == self.tabs.active
 
     def poll(self) -> None:
         """Pick up the default store when its job ends, then let each view advance its own work."""
@@ -124,8 +132,7 @@ class WorkbenchApp(pn.viewable.Viewer):
             self._store_status, self._store_progress,
             css_classes=["wb-header"], sizing_mode="stretch_width",
         )
-        tabs = pn.Tabs(*self.views.items(), dynamic=True, css_classes=["wb-tabs"], sizing_mode="stretch_width")
-        return pn.Column(header, tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
+        return pn.Column(header, self.tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
 
 
 def create_app(state: WorkbenchState | None = None, store=None, live: bool = True) -> WorkbenchApp:

@@ -26,13 +26,20 @@ def test_opens_on_the_default_store_and_a_fresh_default_model(app, default_store
         assert torch.equal(a, b)
     # the Packing view packed the store's documents and handed the batch to the model views
     assert state.batch is not None and state.batch.values.shape[-1] == default_store.dim
-    assert app.states.matrix is not None and app.leakage.effect is not None
+
+
+def test_model_views_draw_when_their_tab_is_shown(app):
+    assert app.tabs.active == 0 and app.states.matrix is None and app.leakage.effect is None  # hidden: not drawn
+    app.tabs.active = TAB_TITLES.index("States")
+    assert app.states.matrix is not None and app.leakage.effect is None
+    app.tabs.active = TAB_TITLES.index("Leakage")
+    assert app.leakage.effect is not None and not app.states.active
 
 
 def test_six_tabs_with_stable_titles_and_every_view_renders(app):
     layout = app.__panel__()
     tabs = layout.objects[1]
-    assert isinstance(tabs, pn.Tabs) and tuple(tabs._names) == TAB_TITLES
+    assert tabs is app.tabs and tuple(tabs._names) == TAB_TITLES
     assert "wb-tabs" in tabs.css_classes and "wb-app" in layout.css_classes
     for title, view in app.views.items():
         root = view.__panel__().get_root()

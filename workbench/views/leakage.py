@@ -11,6 +11,7 @@ from bokeh.palettes import Reds256
 
 from workbench import plots, services
 from workbench.state import WorkbenchState
+from workbench.views.base import LazyView
 from workbench.views.states import layer_names
 
 LEAK_TOL = 1e-5  # fp32 roundoff of reordered matmuls stays below this (the audit's own atol)
@@ -18,7 +19,7 @@ BADGE = ('<span class="wb-badge {cls}" style="display:inline-block;padding:4px 1
          'font-weight:bold;font-size:1.3em;color:white;background:{bg}">{text}</span>')
 
 
-class LeakageView(pn.viewable.Viewer):
+class LeakageView(LazyView):
     segment = param.Integer(default=0, bounds=(0, None), doc="segment of the row to perturb")
     leaky = param.Boolean(default=False, doc="inspect the same weights with isolate_segments=False")
 
@@ -53,6 +54,8 @@ class LeakageView(pn.viewable.Viewer):
     def draw(self):
         from model.leakage import perturbation_effect
 
+        if not self.should_draw():
+            return
         if self.state.batch is None or self.state.model is None:
             self._summary.object = "Pack some data in the **Packing** tab first."
             return

@@ -10,10 +10,11 @@ import param
 
 from workbench import plots
 from workbench.state import WorkbenchState
+from workbench.views.base import LazyView
 from workbench.views.states import boundaries
 
 
-class RoutingView(pn.viewable.Viewer):
+class RoutingView(LazyView):
     layer = param.Integer(default=0, bounds=(0, None), doc="which MoE layer (0 = the first MoE layer)")
 
     def __init__(self, state: WorkbenchState, **params):
@@ -33,6 +34,8 @@ class RoutingView(pn.viewable.Viewer):
 
     @param.depends("layer", watch=True)
     def draw(self):
+        if not self.should_draw():
+            return
         try:
             out = self.state.row_output()
         except ValueError as exc:

@@ -12,6 +12,7 @@ from bokeh.palettes import Inferno256
 
 from workbench import plots
 from workbench.state import WorkbenchState
+from workbench.views.base import LazyView
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -24,7 +25,7 @@ def boundaries(segment_ids) -> list[int]:
     return [int(i) for i in np.flatnonzero(ids[1:] != ids[:-1]) + 1 if ids[i] >= 0]
 
 
-class StatesView(pn.viewable.Viewer):
+class StatesView(LazyView):
     leaky = param.Boolean(default=False, doc="resets off: the same weights with isolate_segments=False")
 
     def __init__(self, state: WorkbenchState, **params):
@@ -41,6 +42,8 @@ class StatesView(pn.viewable.Viewer):
 
     @param.depends("leaky", watch=True)
     def draw(self):
+        if not self.should_draw():
+            return
         try:
             out = self.state.row_output()
             leaky_out = self.state.row_output(leaky=True) if self.leaky and out is not None else None

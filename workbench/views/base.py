@@ -1,0 +1,31 @@
+"""LazyView: a view that draws only while its tab is shown.
+
+Every model view redraws when the shared state changes (new batch, row or model). Hidden views only
+note that they are stale and draw when their tab is opened, so a change costs one forward pass for
+the tab in front instead of one for every tab.
+"""
+from __future__ import annotations
+
+import panel as pn
+import param
+
+
+class LazyView(pn.viewable.Viewer):
+    active = param.Boolean(default=True, doc="shown now; the app sets it from the selected tab")
+
+    def __init__(self, **params):
+        self._stale = True
+        super().__init__(**params)
+
+    def should_draw(self) -> bool:
+        """Call first in ``draw``: False (and remembered as stale) while the view is hidden."""
+        if not self.active:
+            self._stale = True
+            return False
+        self._stale = False
+        return True
+
+    @param.depends("active", watch=True)
+    def _draw_when_shown(self):
+        if self.active and self._stale:
+            self.draw()  # each subclass's own draw, which starts with ``should_draw()``
