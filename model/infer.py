@@ -164,7 +164,8 @@ def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_
             out = model(batch.values, batch.segment_ids)
         lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=loss, temperature=temperature)
         m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
-        parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss), **{k: float(v) for k, v in m.items()}}
+        parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss),
+                 **{k: float(v) for k, v in m.items() if k != "n_targets"}}
         for key, v in parts.items():
             totals[key] = totals.get(key, 0.0) + v * lo.n_targets
         n += int(lo.n_targets)

@@ -111,8 +111,7 @@ def _planned_rows(lengths: np.ndarray, max_len: int, strategy: str) -> list[list
     plan = plan_rows(lengths, max_len, strategy=strategy)
     rows: list[list[int]] = [[] for _ in range(plan.n_rows)]
     for seq, row in zip(plan.seq_index.tolist(), plan.row.tolist()):
-        if seq not in rows[row]:
-            rows[row].append(seq)
+        rows[row].append(seq)
     return rows
 
 

@@ -133,6 +133,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+        self.seen = torch.zeros(len(self.train_seqs), dtype=torch.long)  # times each sequence was trained on
         if resume:
             self._restore()
         self.ddp = None
@@ -197,6 +198,7 @@ class Trainer:
 
         cfg, model = self.cfg, self.ddp or self.model
         vectors = [self.train_seqs[i].vectors for i in seq_index]
+        self.seen[seq_index] += 1
         synchronize(self.device)
         t0 = time.perf_counter()
         self.model.train()
@@ -238,7 +240,7 @@ class Trainer:
         concepts = sum(v.shape[0] for v in vectors)
         return {"split": "train", "step": self.step + 1, "lr": self.scheduler.get_last_lr()[0],
                 **{f"loss_{cfg.loss}": sums["loss"]}, **sums, "total_loss": sums["loss"] + sums["aux_loss"],
-                **{k: float(v) for k, v in m.items()}, "grad_norm": float(grad_norm),
+                **{k: float(v) for k, v in m.items() if k != "n_targets"}, "targets": n_total, "grad_norm": float(grad_norm),
                 "concepts": concepts, "concepts_per_s": concepts / step_time,
                 "utilization": concepts / positions, "expert_load": loads.tolist() if loads is not None else [],
                 "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing}
@@ -263,6 +265,18 @@ class Trainer:
         flag = torch.tensor([float(local)], device=self.device)
         dist.all_reduce(flag)  # every rank stops at the same step
         return bool(flag.item())
+
+    def replica_report(self) -> dict:
+        """Under DDP: max |weight difference| between rank 0 and any replica, and how often the ranks together
+        trained on each sequence since this process started (min/max over sequences)."""
+        flat = torch.nn.utils.parameters_to_vector(self.model.parameters()).detach()
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        diff = (flat - ref).abs().max().reshape(1)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        seen = self.seen.to(self.device)
+        dist.all_reduce(seen)
+        return {"replica_max_abs_diff": float(diff), "times_seen_min": int(seen.min()), "times_seen_max": int(seen.max())}
 
     def _log(self, record: dict, writer) -> None:
         if not (self.run and self.dist.is_main):
@@ -335,7 +349,9 @@ class Trainer:
                 run.write_status(state="stopping" if state == "stopped" else "running")
             self.checkpoint()
             if self.dist.enabled:
-                dist.barrier()
+                report = self.replica_report()
+                if run is not None:
+                    run.write_status(**report)
         finally:
             if bar is not None:
                 bar.close()
