@@ -34,6 +34,9 @@ def test_model_views_draw_when_their_tab_is_shown(app):
     assert app.states.matrix is not None and app.leakage.effect is None
     app.tabs.active = TAB_TITLES.index("Leakage")
     assert app.leakage.effect is not None and not app.states.active
+    app.tabs.active = 0
+    app.routing._repr_mimebundle_()  # a notebook cell showing one view draws it
+    assert app.routing.active and app.routing.shares is not None
 
 
 def test_six_tabs_with_stable_titles_and_every_view_renders(app):

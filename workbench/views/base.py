@@ -25,6 +25,11 @@ class LazyView(pn.viewable.Viewer):
         self._stale = False
         return True
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        # displayed on its own in a notebook cell (e.g. ``app.leakage``): it is shown, so it draws
+        self.active = True
+        return super()._repr_mimebundle_(include, exclude)
+
     @param.depends("active", watch=True)
     def _draw_when_shown(self):
         if self.active and self._stale:
