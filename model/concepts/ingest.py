@@ -46,12 +46,30 @@ class RawDocument:
 _segmenter = None
 
 
+_WINDOW = 2000
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+(?=[A-Z\"'(\[])")
+
+
+def _windows(paragraph: str, size: int = _WINDOW) -> list[str]:
+    """Cut a long paragraph at likely sentence ends into pieces of about ``size`` characters:
+    pySBD's time grows faster than linearly with the length of its input (800 sentences in one
+    paragraph take seconds), so it only ever sees short windows."""
+    out, start = [], 0
+    while len(paragraph) - start > size:
+        ends = [m.end() for m in _SENTENCE_END.finditer(paragraph, start + size // 2, start + size)]
+        cut = ends[-1] if ends else start + size
+        out.append(paragraph[start:cut])
+        start = cut
+    out.append(paragraph[start:])
+    return out
+
+
 def _segment(paragraph: str) -> list[str]:
     global _segmenter
     if _segmenter is None:
         import pysbd
         _segmenter = pysbd.Segmenter(language="en", clean=False)
-    return [s.strip() for s in _segmenter.segment(paragraph) if s.strip()]
+    return [s.strip() for w in _windows(paragraph) for s in _segmenter.segment(w) if s.strip()]
 
 
 def cap_length(sentence: str, split_chars: int = SPLIT_CHARS) -> list[str]:

@@ -403,6 +403,19 @@ class ConceptStore:
             raise ConceptStoreError("no sentences in the given text")
         return self._add(docs, auto_accept)
 
+    def add_documents(self, documents: Sequence[Sequence[str]], source: str = "documents",
+                      names: Sequence[str] | None = None, auto_accept: bool = False) -> IngestReport:
+        """Documents already split into sentences (one list of sentences each); checked and stored as given."""
+        if names is not None and len(names) != len(documents):
+            raise ConceptStoreError(f"{len(names)} names for {len(documents)} documents")
+        if isinstance(documents, str) or any(isinstance(d, str) for d in documents):
+            raise ConceptStoreError("documents must be lists of sentences (use add_texts for raw text)")
+        docs = [RawDocument(names[i] if names else f"{source}#{i}", source, [" ".join(str(t).split()) for t in d])
+                for i, d in enumerate(documents)]
+        if not any(d.sentences for d in docs):
+            raise ConceptStoreError("no sentences in the given documents")
+        return self._add(docs, auto_accept)
+
     def add_files(self, paths: Sequence[str | Path], auto_accept: bool = False, text_field: str = "text",
                   text_column: str = "text", chain_max_len: int = 8) -> IngestReport:
         """Text, Markdown, JSONL, CSV and triple (.tsv) files; all are read and checked before any is stored."""

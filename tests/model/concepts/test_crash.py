@@ -1,0 +1,75 @@
+"""A process SIGKILLed in the middle of a save leaves a store that opens.
+
+The save hook (``VMMOE_STORE_SAVE_SLEEP``) sleeps after the new index file is written and fsynced
+but before it is renamed into place, so the kill lands at the same point every time.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from model.concepts import ConceptStore
+from model.concepts.index import sha256
+
+N = 20_000  # a big enough index (30 MB) that the save is real work
+REPO = Path(__file__).resolve().parents[3]
+
+CHILD = """
+import sys, numpy as np
+from model.concepts import ConceptStore
+store = ConceptStore.open(sys.argv[1])
+ids = store.add_texts(["A late sentence number %d was added by the killed process." % i for i in range(500)],
+                      auto_accept=True).ids
+vecs = np.random.default_rng(1).standard_normal((len(ids), store.dim)).astype("float32")
+store.add_vectors(ids, vecs, store.encoder_name)   # commits, then saves the index: killed there
+print("NOT KILLED", flush=True)
+"""
+
+
+def _random_store(path: Path) -> ConceptStore:
+    store = ConceptStore.create(path, dim=384)
+    ids = store.add_documents([[f"Sentence {i} describes event {i} of the long story." for i in range(N)]],
+                              auto_accept=True).ids
+    assert len(ids) == N
+    vecs = np.random.default_rng(0).standard_normal((N, 384)).astype(np.float32)
+    store.add_vectors(ids, vecs, store.encoder_name)
+    return store
+
+
+def test_sigkill_during_index_save_leaves_a_loadable_store(tmp_path):
+    path = tmp_path / "store"
+    store = _random_store(path)
+    probe = store.vectors([store.sentences(limit=1)[0].id])[0]
+    before_hits = [h.id for h, _ in store.search(probe, k=5)]
+    store.close()
+    manifest_before = (path / "manifest.json").read_text()
+
+    env = dict(os.environ, VMMOE_STORE_SAVE_SLEEP="60", PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env,
+                             cwd=REPO)
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("SAVE_HOOK"), line
+        assert Path(line.split()[1]).name.endswith(".faiss.tmp")     # the new index is written, not renamed
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+    # the previous index and manifest are untouched and still agree with each other ...
+    assert (path / "manifest.json").read_text() == manifest_before
+    import json
+    manifest = json.loads(manifest_before)
+    assert sha256(path / manifest["index_file"]) == manifest["index_sha256"]
+    # ... and the store opens: the database committed the new sentences, so the stale index is rebuilt
+    with ConceptStore.open(path) as again:
+        assert len(again) == N + 500 and again.n_vectors == N + 500
+        assert [h.id for h, _ in again.search(probe, k=5)] == before_hits
+        assert again.stats()["index"] == "flat"
+    assert not list(path.glob("*.tmp"))                              # the next save cleaned up
