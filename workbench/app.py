@@ -14,7 +14,7 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
 
     tabs           "Concepts", "Packing", "States", "Routing", "Leakage", "Training"  (in .wb-tabs)
     app            .wb-app  .wb-header  .wb-model-label  .wb-batch-label  .wb-store-status  .wb-store-progress
-    Concepts       .wb-concepts  .wb-concepts-upload (FileInput)  .wb-concepts-upload-limit  .wb-concepts-paste
+    Concepts       .wb-concepts  .wb-concepts-upload (FileDropper)  .wb-concepts-upload-limit  .wb-concepts-paste
                    .wb-concepts-source  .wb-concepts-add  .wb-concepts-files  .wb-concepts-add-files
                    .wb-concepts-status-filter  .wb-concepts-table  .wb-concepts-accept  .wb-concepts-reject
                    .wb-concepts-encode  .wb-concepts-encode-progress  .wb-concepts-report

@@ -91,3 +91,11 @@ def test_a_bad_edit_is_a_notification_and_keeps_the_stored_text(view):
     view._on_edit(Edit())
     assert view.state.messages[-1][0] == "error"
     assert view.state.store.get(sid).text == old
+
+
+def test_a_file_dropped_on_the_upload_widget_is_ingested(view):
+    before = len(view.state.store)
+    view._upload.value = {"loops.md": "A while loop repeats its body as long as its condition is true. "
+                                      "A for loop walks over the items of a sequence in order."}
+    assert len(view.state.store) == before + 2
+    assert view.state.messages[-1][0] == "success" and "2 sentences" in view._report.object

@@ -32,9 +32,12 @@ class ConceptsView(pn.viewable.Viewer):
         self._job: services.BackgroundJob | None = None         # encoding
         self._search_job: services.BackgroundJob | None = None
         self.report = None  # the last IngestReport
-        self._upload = pn.widgets.FileInput(accept=".txt,.md,.rst,.text", multiple=False,
-                                            css_classes=["wb-concepts-upload"])
-        self._upload.param.watch(lambda *_: self.add_upload(), "value")
+        # FileDropper refuses files over the limit in the browser and uploads in chunks (a big file
+        # cannot hit the websocket's message limit); add_upload checks the size again on the server
+        self._upload = pn.widgets.FileDropper(max_file_size=f"{UPLOAD_LIMIT_MB:.0f}MB", multiple=False,
+                                              accepted_filetypes=[".txt", ".md", ".rst", "text/*"],
+                                              css_classes=["wb-concepts-upload"])
+        self._upload.param.watch(self._on_upload, "value")
         self._paste = pn.widgets.TextAreaInput(placeholder="Paste text here: one document, split into sentences",
                                                height=140, sizing_mode="stretch_width",
                                                css_classes=["wb-concepts-paste"])
@@ -92,24 +95,27 @@ class ConceptsView(pn.viewable.Viewer):
         if self._ingest(lambda s: s.add_texts([text], source=self._source.value.strip() or "pasted")):
             self._paste.value = ""
 
-    def add_upload(self, data: bytes | None = None, filename: str | None = None):
-        data = self._upload.value if data is None else data
-        filename = filename or self._upload.filename or "upload"
-        if not data:
-            return
-        if len(data) > services.MAX_UPLOAD_BYTES:
-            self.state.notify(f"{filename} is {len(data) / 2**20:.1f} MB; uploads are limited to "
+    def _on_upload(self, event):
+        for filename, data in (event.new or {}).items():
+            self.add_upload(data, filename)
+
+    def add_upload(self, data: bytes | str, filename: str):
+        """One uploaded file (FileDropper hands text files over already decoded)."""
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > services.MAX_UPLOAD_BYTES:
+            self.state.notify(f"{filename} is {size / 2**20:.1f} MB; uploads are limited to "
                               f"{UPLOAD_LIMIT_MB:.0f} MB", "error")
             return
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            self.state.notify(f"{filename} is not UTF-8 text", "error")
-            return
-        if not text.strip():
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self.state.notify(f"{filename} is not UTF-8 text", "error")
+                return
+        if not data.strip():
             self.state.notify(f"{filename} holds no text", "warning")
             return
-        self._ingest(lambda s: s.add_texts([text], source=filename))
+        self._ingest(lambda s: s.add_texts([data], source=filename))
 
     def add_files(self, paths):
         if not paths:
@@ -251,7 +257,7 @@ class ConceptsView(pn.viewable.Viewer):
 
     def __panel__(self):
         ingest = pn.Column(
-            pn.pane.Markdown(f"**Upload** a UTF-8 text file (max **{UPLOAD_LIMIT_MB:.0f} MB**)",
+            pn.pane.Markdown(f"**Upload** a UTF-8 text file (.txt, .md, .rst; max **{UPLOAD_LIMIT_MB:.0f} MB**)",
                              css_classes=["wb-concepts-upload-limit"]),
             self._upload,
             pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
