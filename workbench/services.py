@@ -8,7 +8,6 @@ in ``pn.state.cache`` (one dict per process) under the keys below. Long work run
 from __future__ import annotations
 
 import threading
-import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -61,7 +60,6 @@ class BackgroundJob:
     total: int = 0
     result: Any = None
     error: str | None = None
-    started: float = field(default_factory=time.time)
     _thread: threading.Thread | None = None
     _finished: threading.Event = field(default_factory=threading.Event)
 

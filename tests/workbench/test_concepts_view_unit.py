@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import services
+from workbench import plots, services
 from workbench.state import WorkbenchState
 from workbench.views.concepts import ConceptsView
+from workbench.views.packing import PackingView
 
 TEXT = ("The parser reads the source file one token at a time. Each token is checked against the grammar. "
         "When a rule matches, the parser builds a node of the syntax tree. The tree is then handed to the compiler. "
@@ -23,6 +24,8 @@ def view(tmp_path_factory):
 
 def test_paste_review_encode_search_map(view):
     store = view.state.store
+    packing = PackingView(view.state)  # packs the store's documents once they have vectors
+    assert packing.layout_batch is None
     view._paste.value = TEXT
     view._source.value = "compiler-notes"
     view.add_paste()
@@ -43,6 +46,7 @@ def test_paste_review_encode_search_map(view):
     assert {s.status for s in store.sentences(ids=pending)} == {"accepted"}
     view.encode(wait=True)
     assert store.n_vectors == len(pending) and view.state.messages[-1][0] == "success"
+    assert plots.segment_table_array(packing.layout_batch)[:, 4].sum() == len(pending)  # Packing followed
     view.search("how is the syntax tree built?", wait=True)
     results = view._results.value
     assert len(results) == min(view.k, len(pending)) and "tree" in results.iloc[0]["text"]

@@ -131,8 +131,12 @@ class ConceptsView(pn.viewable.Viewer):
             return False
         self._report.object = f"**Added.** {self.report}"
         self.state.notify("text added; review the sentences below, then encode the accepted ones", "success")
-        self.refresh()
+        self._store_changed()
         return True
+
+    def _store_changed(self) -> None:
+        """The store's content changed: this view, Packing (and through it the model views) follow."""
+        self.state.param.trigger("store")
 
     # --- review -------------------------------------------------------------------------------------
     def selected_ids(self) -> list[int]:
@@ -149,7 +153,7 @@ class ConceptsView(pn.viewable.Viewer):
             self.state.fail(exc)
             return
         self.state.notify(f"{len(ids)} sentence(s) {status}", "success")
-        self.refresh()
+        self._store_changed()
 
     def _on_edit(self, event):
         if event.column != "text":
@@ -159,7 +163,7 @@ class ConceptsView(pn.viewable.Viewer):
             self._store().edit(sid, event.value)
         except (ValueError, OSError) as exc:
             self.state.fail(exc)
-        self.refresh()  # shows the stored text and the checks re-run on it (or the old text after an error)
+        self._store_changed()  # shows the stored text and its checks re-run (or the old text after an error)
 
     # --- encode -------------------------------------------------------------------------------------
     def encode(self, wait: bool = False):
@@ -192,9 +196,10 @@ class ConceptsView(pn.viewable.Viewer):
         self._encode_progress.visible = False
         if job.error is not None:
             self.state.notify(f"encoding failed: {job.error}", "error")
+            self.refresh()
         else:
-            self.state.notify(f"encoded {job.total} sentence(s)", "success")
-        self.refresh()
+            self.state.notify(f"encoding done: {job.result}", "success")
+            self._store_changed()
 
     # --- search, map, table, stats ------------------------------------------------------------------
     def search(self, query: str, wait: bool = False):

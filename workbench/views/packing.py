@@ -49,7 +49,8 @@ class PackingView(pn.viewable.Viewer):
         """The chosen sequences as (len_i, d) tensors (cached while the choice stays the same)."""
         if self.data == DATA_CHOICES[0]:
             store = self.state.store
-            key = ("store", id(store), len(store) if store is not None else 0)
+            # a new sentence or vector changes the store's size or generation: read the documents again
+            key = ("store", id(store)) + ((len(store), store.n_vectors, store.generation) if store is not None else ())
             if key != self._seqs_key:
                 self._seqs = [] if store is None else [s.vectors for s in store.document_sequences(min_len=2)]
         else:
