@@ -60,7 +60,9 @@ class StatesView(LazyView):
         row = self.state.row
         if leaky_out is None:
             self.matrix, self.diff = norm, None
-            self._heat.object = plots.heatmap(norm, f"hidden-state norm, row {row} (resets at every boundary)",
+            how = ("resets at every boundary" if self.state.model.config.isolate_segments
+                   else "this model was built LEAKY: no resets")
+            self._heat.object = plots.heatmap(norm, f"hidden-state norm, row {row} ({how})",
                                               "position", "layer", names, cuts, value_name="norm")
             self._diff_box.visible = False
             self._summary.object = (f"Row {row}: {len(cuts) + 1} segments, {norm.shape[1]} positions. "
