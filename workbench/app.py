@@ -46,7 +46,7 @@ from workbench import services
 from workbench.state import WorkbenchState
 
 TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
-EXTENSIONS = ("tabulator",)
+EXTENSIONS = ("tabulator", "filedropper")
 
 
 class WorkbenchApp(pn.viewable.Viewer):
