@@ -40,9 +40,12 @@ def default_corpus() -> tuple[list[str], list[str]]:
 
 
 def build_default_store(path: Path, progress: Progress | bool | None = None) -> ConceptStore:
-    """Build the default store at ``path`` (which must not exist) through a temporary folder."""
+    """Build the default store at ``path`` (which must not exist) through a temporary folder.
+    Call it holding the lock (``open_default_store`` does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}-building-*"):  # left by a killed build (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-building-", dir=path.parent))
     try:
         names, texts = default_corpus()

@@ -27,6 +27,7 @@ person accepted that sentence by hand (``set_status``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -143,6 +144,16 @@ class EncodeReport:
         rate = self.encoded / self.seconds if self.seconds else 0.0
         return (f"encoded {self.encoded} sentences in {self.seconds:.1f} s ({rate:.0f}/s); "
                 f"{self.near_duplicates} near-duplicates rejected")
+
+
+def _locked(method):
+    """Run a method under the store's lock: the workbench reads and writes from several threads,
+    and one SQLite connection must not interleave a read with another thread's open transaction."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 def _blob(vec: np.ndarray) -> bytes:
@@ -290,6 +301,7 @@ class ConceptStore:
 
     # --- reading ------------------------------------------------------------------------------
 
+    @_locked
     def __len__(self) -> int:
         """The number of sentences (any status)."""
         return self._db.execute("SELECT COUNT(*) FROM sentences").fetchone()[0]
@@ -300,9 +312,11 @@ class ConceptStore:
         return int(self._index.ntotal)
 
     @property
+    @_locked
     def generation(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
+    @_locked
     def sentences(self, status: str | None = None, doc: int | None = None, ids: Sequence[int] | None = None,
                   limit: int | None = None) -> list[Sentence]:
         """Sentences in document order, optionally filtered by status, document or ids."""
@@ -333,6 +347,7 @@ class ConceptStore:
             raise ConceptStoreError(f"no sentence #{id} in {self.path}")
         return found[0]
 
+    @_locked
     def documents(self) -> list[Document]:
         rows = self._db.execute(
             "SELECT d.id, d.name, d.source, d.kind, COUNT(s.id), COALESCE(SUM(s.status = 'accepted'), 0), "
@@ -340,6 +355,7 @@ class ConceptStore:
             "FROM documents d LEFT JOIN sentences s ON s.doc_id = d.id GROUP BY d.id ORDER BY d.id")
         return [Document(*r) for r in rows]
 
+    @_locked
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """``(len(ids), dim)`` float32 vectors of encoded sentences, in the order given."""
         ids = [int(i) for i in ids]
@@ -372,6 +388,7 @@ class ConceptStore:
         by_id = {s.id: s for s in self.sentences(ids=[i for i, _ in hits])}
         return [(by_id[i], s) for i, s in hits if i in by_id]
 
+    @_locked
     def stats(self) -> dict:
         counts = dict(self._db.execute("SELECT status, COUNT(*) FROM sentences GROUP BY status").fetchall())
         rejections = dict(self._db.execute(
@@ -539,9 +556,10 @@ class ConceptStore:
     def encode_pending(self, progress: Progress | bool | None = None, batch_size: int = 64) -> EncodeReport:
         """Encode the accepted sentences that have no vector yet; reject near-duplicates; index the rest."""
         t0 = time.perf_counter()
-        rows = self._db.execute(
-            "SELECT s.id, s.text, s.reviewed, d.kind, s.checks FROM sentences s JOIN documents d ON d.id = s.doc_id "
-            "WHERE s.status = 'accepted' AND s.vector IS NULL ORDER BY s.id").fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.id, s.text, s.reviewed, d.kind, s.checks FROM sentences s JOIN documents d "
+                "ON d.id = s.doc_id WHERE s.status = 'accepted' AND s.vector IS NULL ORDER BY s.id").fetchall()
         if not rows:
             return EncodeReport()
         unique = list(dict.fromkeys(r[1] for r in rows))  # graph nodes repeat across chains
@@ -670,6 +688,7 @@ class ConceptStore:
 
     # --- sequences ----------------------------------------------------------------------------
 
+    @_locked
     def document_sequences(self, max_len: int | None = None, min_len: int = 2) -> list[ConceptSequence]:
         """Each document's accepted, encoded sentences in order, cut every ``max_len``; shorter than
         ``min_len`` dropped. Ready for ``model.pack_sequences([s.vectors for s in seqs], ...)``."""
@@ -691,6 +710,7 @@ class ConceptStore:
             start = end
         return out
 
+    @_locked
     def distractors(self, ids: Sequence[int], k: int, kind: str = "hard", seed: int = 0) -> np.ndarray:
         """``(len(ids), k)`` int64 ids of negatives from *other* documents: ``hard`` = nearest
         neighbours, ``random`` = uniform. Vectors: ``store.vectors(out.ravel()).reshape(n, k, dim)``."""

@@ -73,3 +73,21 @@ def test_sigkill_during_index_save_leaves_a_loadable_store(tmp_path):
         assert [h.id for h, _ in again.search(probe, k=5)] == before_hits
         assert again.stats()["index"] == "flat"
     assert not list(path.glob("*.tmp"))                              # the next save cleaned up
+
+
+def test_killed_default_store_build_leaves_no_half_store(tmp_path):
+    home = tmp_path / "home"
+    env = dict(os.environ, VMMOE_HOME=str(home), VMMOE_STORE_SAVE_SLEEP="60", PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", "from model.concepts import open_default_store; open_default_store()"],
+                             stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("SAVE_HOOK"), line                   # the build has started writing files ...
+        assert ".default-store-building-" in line                  # ... in its temporary folder
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not (home / "default-store").exists()                   # nothing half-built under the real name
+    assert [p.name for p in home.iterdir() if p.name.startswith(".default-store-building-")]
