@@ -216,10 +216,10 @@ class Trainer:
                 out, lo = self._forward_loss(model, batch)
                 w = lo.n_targets / n_total  # single mode: each forward's share of the step's mean loss
                 ((lo.loss + out.aux_loss) * w).backward()
-            sums["loss"] += float(lo.loss) * w
-            sums["aux_loss"] += float(out.aux_loss) * w
-            sums["balance"] += float(out.aux["balance"]) * w
-            sums["z"] += float(out.aux["z"]) * w
+            sums["loss"] += lo.loss.item() * w
+            sums["aux_loss"] += out.aux_loss.item() * w
+            sums["balance"] += out.aux["balance"].item() * w
+            sums["z"] += out.aux["z"].item() * w
             layer_load = torch.stack([r.load.float() for r in out.routing]) * w if out.routing else None
             loads = layer_load if loads is None else loads + layer_load
             if len(batches) > 1:
