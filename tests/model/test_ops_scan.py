@@ -95,6 +95,25 @@ def test_chunked_matches_reference_forward_and_grads(device, case, backend):
         torch.testing.assert_close(g[k], g_ref[k], msg=lambda m, k=k: f"grad of {k}: {m}")
 
 
+@pytest.mark.parametrize("intra", ["_scan_inplace", "_scan_doubling"])
+def test_both_intra_chunk_scans_match_reference(intra, monkeypatch):
+    """The loop (CPU default) and the doubling scan (GPU default), forced on this device."""
+    import model.ops.scan_chunked as sc
+
+    monkeypatch.setattr(sc, "_pick_scan", lambda device: getattr(sc, intra))
+    inputs = make_inputs(2, 5, 4, 20, seed=11)
+    seq_idx = layout(CASES["len1_segments"], 20)
+    ref, ref_last = run(inputs, seq_idx, "reference", last=True)
+    g_ref = grads(inputs, ref)
+    for backend in ("test_chunked_3", "test_chunked_8"):
+        out, last = run(inputs, seq_idx, backend, last=True)
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(last, ref_last)
+        g = grads(inputs, out)
+        for k in INPUT_NAMES:
+            torch.testing.assert_close(g[k], g_ref[k])
+
+
 @pytest.mark.parametrize("use", [["D"], ["z"], ["delta_bias"], []], ids=lambda u: "+".join(u) or "bare")
 @pytest.mark.parametrize("softplus", [True, False])
 def test_chunked_matches_reference_optional_inputs(use, softplus):
