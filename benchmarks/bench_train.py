@@ -67,12 +67,16 @@ def measure(mode: str, seqs, args) -> dict:
 
     model = {"d_model": args.d_model, "n_layers": args.n_layers, "n_experts": args.n_experts}
     cfg = TrainConfig.from_dict({"packing": mode, "max_len": args.max_len, "rows_per_step": args.rows,
-                                 "steps": args.warmup + args.steps, "device": args.device, "model": model,
+                                 "steps": args.warmup + args.steps, "device": args.device, "precision": args.precision,
+                                 "model": model,
                                  "eval_fraction": 0.02, "seed": 0, "tensorboard": False})
     trainer = Trainer(cfg, sequences=seqs)
-    steps = trainer.sampler.epoch_steps(0)
-    # the fullest steps, the same for every mode (the sampler depends only on lengths and seed)
-    steps = sorted(steps, key=lambda s: -sum(len(trainer.train_seqs[i]) for i in s))[:args.warmup + args.steps]
+    # the same steps for every mode (the sampler depends only on lengths and seed), across epochs if needed
+    need, steps, epoch = args.warmup + args.steps, [], 0
+    while len(steps) < need:
+        steps += trainer.sampler.epoch_steps(epoch)
+        epoch += 1
+    steps = steps[:need]
     records = [trainer.train_step(s) for s in steps]
     timed = records[args.warmup:]
     step_time = statistics.median(r["step_time"] for r in timed)
@@ -85,6 +89,7 @@ def measure(mode: str, seqs, args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", help="auto (per-device policy), fp32, bf16 or fp16")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--n-layers", type=int, default=4)
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths = synthetic_lengths(args.docs) if args.synthetic else store_lengths()
-    lengths = [min(n, args.max_len) for n in lengths]
+    lengths = [piece for n in lengths for piece in [args.max_len] * (n // args.max_len) + [n % args.max_len] if piece]
     source = ("synthetic (resampled store lengths)" if LENGTHS_FILE.is_file() else "synthetic (geometric)") \
         if args.synthetic else "default store documents"
     seqs = random_sequences(lengths, 384)

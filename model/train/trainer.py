@@ -232,7 +232,7 @@ class Trainer:
 
         with torch.no_grad():  # metrics on one packed layout whatever the mode (same retrieval pool)
             if len(batches) > 1:
-                packed = pack_sequences(vectors, cfg.max_len, mode="packed", strategy=cfg.strategy)
+                packed = pack_sequences(vectors, cfg.max_len, mode="packed", strategy=cfg.strategy).to(self.device)
                 pred = pack_sequences(predictions, cfg.max_len, mode="packed", strategy=cfg.strategy).values
                 m = concept_metrics(pred, packed.values, packed.segment_ids)
             else:
