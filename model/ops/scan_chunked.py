@@ -15,12 +15,15 @@ the chunk's states from that boundary state and runs the adjoint recurrence
 Peak extra memory is O(T * b * d * n) instead of O(l * b * d * n). Everything is float32/16-safe
 elementwise math and matmuls: it runs on CPU, CUDA and MPS.
 
-Measured alternatives (benchmarks/bench_scan.py, b=8 d=512 n=16 l=1024, fwd+bwd): on CPU the
-in-place loop beats a Hillis-Steele doubling scan inside the chunk by 2.7x (doubling does log2(T)
-times the work), and chunk sizes 16-64 are within noise of each other (128 is slower: the chunk
-buffers leave the cache); on an H100 doubling is ~15% faster and T >= 64 is best. So the loop
-runs on CPU and doubling on GPUs (``_pick_scan``; MPS not measured), with T = 64 everywhere.
-On CPU this backend is ~7x faster than mamba.py's pscan; on CUDA it is launch-bound (a few small kernels per time step) and ~4x slower than pscan, with 5x less memory.
+Measured alternatives (benchmarks/bench_scan.py, b=8 d=512 n=16 l=1024, fwd+bwd; results in
+benchmarks/results/): on CPU the in-place loop beats a Hillis-Steele doubling scan inside the
+chunk by ~1.6-2.7x (doubling does log2(T) times the work) and chunk sizes 16-64 are within noise
+of each other (128 is slower: the chunk buffers leave the cache). On an H100 the loop is
+launch-bound (a few small kernels per time step) and doubling is ~1.5x faster, more so with
+larger chunks. So the loop runs on CPU and doubling on GPUs (``_pick_scan``; MPS not measured),
+with T = 64. On CPU this backend is 4-7x faster than mamba.py's pscan; on an H100 it is ~3.7x
+slower than pscan (2.5x at T=256) while holding 5x less memory, and unlike pscan it isolates
+segments.
 """
 from __future__ import annotations
 
