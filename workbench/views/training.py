@@ -123,7 +123,7 @@ class TrainingView(pn.viewable.Viewer):
     def stop(self):
         handle = self._handle(self.current)
         if handle is None or not handle.is_alive():
-            self.state.notify("no run of this session is running", "warning")
+            self.state.notify("the run shown here is not running", "warning")
             return
         handle.stop(wait=False)  # the run checkpoints and exits; poll() sees it end
         self.state.notify(f"stopping run {handle.path.name} (it saves a checkpoint first)", "info")
