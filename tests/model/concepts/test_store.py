@@ -172,8 +172,12 @@ def test_missing_encoder_says_how_to_provide_it():
 
 
 def test_corrupted_index_is_refused_then_repaired(filled, snapshot):
+    from model.cli import main
+
     store, _ = filled
-    path, n, vecs = store.path, store.n_vectors, store.search("tides and the moon", k=3)
+    path, n = store.path, store.n_vectors
+    probe = store.vectors([store.sentences(status="accepted", limit=1)[0].id])[0]
+    hits = [h.id for h, _ in store.search(probe, k=3)]
     store.close()
     index_file = next(path.glob("index-*.faiss"))
     data = bytearray(index_file.read_bytes())
@@ -183,9 +187,10 @@ def test_corrupted_index_is_refused_then_repaired(filled, snapshot):
     with pytest.raises(StoreCorruptedError, match="repair=True"):
         ConceptStore.open(path)
     assert snapshot(path) == before
-    with ConceptStore.open(path, repair=True) as fixed:
+    assert main(["store", "repair", str(path)]) == 0                # = ConceptStore.open(path, repair=True)
+    with ConceptStore.open(path) as fixed:
         assert fixed.n_vectors == n
-        assert [h.id for h, _ in fixed.search("tides and the moon", k=3)] == [h.id for h, _ in vecs]
+        assert [h.id for h, _ in fixed.search(probe, k=3)] == hits
 
 
 def test_corrupted_database_is_refused(filled, snapshot):
