@@ -1,7 +1,7 @@
 """Training throughput by packing mode: concepts per second for single, padded, packed and packed-leaky.
 
-Same model (same seed, same initial weights), same sequences in every step, one run: only the layout
-differs (one forward per sequence; one padded row per sequence; packed rows with resets; packed rows
+Same model (same seed, same initial weights), same sequences in every step, one run, the modes taking
+turns step by step: only the layout differs (one forward per sequence; one padded row per sequence; packed rows with resets; packed rows
 without resets). Each timed step is a full optimizer step (forward, backward, AdamW) measured by the
 trainer itself (``step_time`` in metrics.jsonl), so the figures are what a run logs.
 
@@ -60,30 +60,42 @@ def random_sequences(lengths: list[int], dim: int, seed: int = 0):
     return out
 
 
-def measure(mode: str, seqs, args) -> dict:
-    """Median step time and concepts/s of ``args.steps`` optimizer steps (after ``args.warmup``) in one mode."""
+def make_trainer(mode: str, seqs, args):
+    """A trainer for one packing mode and the steps it will time (the same steps for every mode)."""
     from model.train.config import TrainConfig
     from model.train.trainer import Trainer
 
     model = {"d_model": args.d_model, "n_layers": args.n_layers, "n_experts": args.n_experts}
     cfg = TrainConfig.from_dict({"packing": mode, "max_len": args.max_len, "rows_per_step": args.rows,
                                  "steps": args.warmup + args.steps, "device": args.device, "precision": args.precision,
-                                 "model": model,
-                                 "eval_fraction": 0.02, "seed": 0, "tensorboard": False})
+                                 "model": model, "eval_fraction": 0.02, "seed": 0, "tensorboard": False})
     trainer = Trainer(cfg, sequences=seqs)
-    # the same steps for every mode (the sampler depends only on lengths and seed), across epochs if needed
+    # the sampler depends only on lengths and seed, so every mode gets the same steps (across epochs if needed)
     need, steps, epoch = args.warmup + args.steps, [], 0
     while len(steps) < need:
         steps += trainer.sampler.epoch_steps(epoch)
         epoch += 1
-    steps = steps[:need]
-    records = [trainer.train_step(s) for s in steps]
-    timed = records[args.warmup:]
-    step_time = statistics.median(r["step_time"] for r in timed)
-    concepts = statistics.median(r["concepts"] for r in timed)
-    return {"mode": mode, "concepts_per_s": concepts / step_time, "step_ms": step_time * 1000,
-            "concepts_per_step": concepts, "utilization": statistics.median(r["utilization"] for r in timed),
-            "n_params": trainer.meta["n_params"], "device": trainer.meta["device"], "dtype": trainer.meta["dtype"]}
+    return trainer, steps[:need]
+
+
+def measure(modes, seqs, args) -> list[dict]:
+    """Median step time and concepts/s per mode; modes take turns step by step (round robin), so a
+    change of load on a shared machine hits every mode alike."""
+    runs = {mode: make_trainer(mode, seqs, args) for mode in modes}
+    records: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for i in range(args.warmup + args.steps):
+        for mode, (trainer, steps) in runs.items():
+            records[mode].append(trainer.train_step(steps[i]))
+    rows = []
+    for mode, (trainer, _) in runs.items():
+        timed = records[mode][args.warmup:]
+        step_time = statistics.median(r["step_time"] for r in timed)
+        concepts = statistics.median(r["concepts"] for r in timed)
+        rows.append({"mode": mode, "concepts_per_s": concepts / step_time, "step_ms": step_time * 1000,
+                     "concepts_per_step": concepts, "utilization": statistics.median(r["utilization"] for r in timed),
+                     "n_params": trainer.meta["n_params"], "device": trainer.meta["device"],
+                     "dtype": trainer.meta["dtype"]})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,11 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     hw = hardware(args.device)
     print(f"bench_train on {hardware_line(hw)}; {len(lengths)} sequences, mean length {np.mean(lengths):.1f} "
           f"({source}); max_len {args.max_len}, {args.rows} rows/step", flush=True)
-    rows = []
-    for mode in modes:
-        r = measure(mode, seqs, args)
-        rows.append(r)
-        print(f"  {mode:13} {r['concepts_per_s']:10.0f} concepts/s  {r['step_ms']:9.1f} ms/step  "
+    rows = measure(modes, seqs, args)
+    for r in rows:
+        print(f"  {r['mode']:13} {r['concepts_per_s']:10.0f} concepts/s  {r['step_ms']:9.1f} ms/step  "
               f"utilization {r['utilization']:.3f}", flush=True)
     by = {r["mode"]: r["concepts_per_s"] for r in rows}
     for r in rows:
