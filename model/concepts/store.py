@@ -408,13 +408,13 @@ class ConceptStore:
     # --- adding -------------------------------------------------------------------------------
 
     def add_texts(self, texts: Sequence[str] | str, source: str = "text", names: Sequence[str] | None = None,
-                  auto_accept: bool = False) -> IngestReport:
-        """Each text is a document: split into sentences, checked, stored."""
+                  auto_accept: bool = False, markdown: bool = False) -> IngestReport:
+        """Each text is a document: split into sentences (Markdown markup removed if ``markdown``), checked, stored."""
         if isinstance(texts, str):
             texts = [texts]
         if names is not None and len(names) != len(texts):
             raise ConceptStoreError(f"{len(names)} names for {len(texts)} texts")
-        docs = [RawDocument(names[i] if names else f"{source}#{i}", source, split_sentences(t))
+        docs = [RawDocument(names[i] if names else f"{source}#{i}", source, split_sentences(t, markdown=markdown))
                 for i, t in enumerate(texts)]
         if not any(d.sentences for d in docs):
             raise ConceptStoreError("no sentences in the given text")

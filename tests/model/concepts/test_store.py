@@ -92,6 +92,14 @@ def test_status_edit_remove_keep_index_and_database_in_step(filled):
         store.set_status([store.sentences()[0].id], "maybe")
 
 
+def test_add_texts_of_pasted_markdown(new_store, sample_dir):
+    report = new_store.add_texts([(sample_dir / "tides.md").read_text()], source="tides.md", markdown=True)
+    texts = [s.text for s in new_store.sentences(ids=report.ids)]
+    assert texts[0] == "How tides work" and not any("```" in t or t.startswith("#") for t in texts)
+    assert new_store.get(report.ids[0]).status == "rejected"    # a heading: no verb
+    assert report.pending == len(texts) - report.rejected > 0
+
+
 def test_ids_are_stable_and_never_reused(new_store):
     first = new_store.add_texts(["Volcanoes form where molten rock reaches the surface."]).ids
     new_store.remove(first)
