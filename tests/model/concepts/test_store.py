@@ -221,3 +221,27 @@ def test_create_refuses_existing_folder_and_open_refuses_non_store(filled, tmp_p
         ConceptStore.create(store.path, dim=384)
     with pytest.raises(ValueError, match="not a concept store"):
         ConceptStore.open(tmp_path)
+
+
+def test_store_switches_to_ivf_past_the_threshold_and_keeps_working(tmp_path, monkeypatch):
+    import model.concepts.index as index_module
+
+    monkeypatch.setattr(index_module, "FLAT_MAX", 300)             # the real threshold is 100k vectors
+    store = ConceptStore.create(tmp_path / "store", dim=384)
+    ids = store.add_documents([[f"Sentence {i} describes event {i} of a story." for i in range(400)]],
+                              auto_accept=True).ids
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 384))
+    vecs = (centres[np.arange(400) % 20] + 0.3 * rng.standard_normal((400, 384))).astype(np.float32)
+    store.add_vectors(ids[:200], vecs[:200], "all-MiniLM-L6-v2")
+    assert store.stats()["index"] == "flat"
+    store.add_vectors(ids[200:], vecs[200:], "all-MiniLM-L6-v2")
+    assert store.stats()["index"] == "ivf" and store.n_vectors == 400
+    assert store.search(vecs[7], k=1)[0][0].id == ids[7]
+    store.remove(ids[:10])
+    assert store.n_vectors == 390 and all(h.id not in ids[:10] for h, _ in store.search(vecs[3], k=5))
+    path = store.path
+    store.close()
+    with ConceptStore.open(path) as again:
+        assert again.stats()["index"] == "ivf" and again.n_vectors == 390
+        assert again.search(vecs[50], k=1)[0][0].id == ids[50]
