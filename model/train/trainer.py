@@ -319,7 +319,7 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
         if self.step == 0 and self.dist.is_main:
             self._log(self.evaluate(), writer)
-        state = "finished"
+        state, first_step = "finished", self.step
         epoch, steps = None, []
         try:
             while self.step < cfg.steps:
@@ -343,7 +343,8 @@ class Trainer:
                     self._log(self.evaluate(), writer)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
-            if state == "finished" and self.dist.is_main and not (cfg.eval_every and self.step % cfg.eval_every == 0):
+            evaluated = cfg.eval_every and self.step % cfg.eval_every == 0
+            if state == "finished" and self.dist.is_main and self.step > first_step and not evaluated:
                 self._log(self.evaluate(), writer)
             if run is not None:
                 run.write_status(state="stopping" if state == "stopped" else "running")
