@@ -25,6 +25,9 @@ _EXPORTS = {
     "LeakyConfigWarning": "model.vmmoe",
     "RoutingStats": "model.moe",
     "Trace": "model.trace",
+    # concept store
+    "ConceptStore": "model.concepts",
+    "open_default_store": "model.concepts",
     # leakage audit
     "audit": "model.leakage",
     "AuditReport": "model.leakage",
