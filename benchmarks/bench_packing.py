@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                      "plan_s": t["ms"] / 1000, "rows": batch.plan.n_rows, "split_sequences":
                      batch.plan.summary()["split_sequences"], "utilization": batch.plan.step_utilization(8)})
     md = markdown_table(rows, ["lengths", "layout", "plan_s", "rows", "split_sequences", "utilization",
-                               "utilization_vs_padded", "steps"])
+                               "utilization_vs_padded", "steps"], floatfmt=".4g")
     md = (f"Planning {args.n:,} sequence lengths into rows of max_len={args.max_len} "
           f"(median of {args.repeats}); utilization when stepping 8 rows at a time; the last rows time "
           f"pack_sequences on real tensors (seconds include laying out the vectors).\n\n{md}\n")
