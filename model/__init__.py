@@ -17,6 +17,12 @@ _EXPORTS = {
     "plan_rows": "model.packing",
     "PackedBatch": "model.packing",
     "PackPlan": "model.packing",
+    # packed operators and losses
+    "causal_conv1d": "model.ops",
+    "selective_scan": "model.ops",
+    "concept_loss": "model.losses",
+    "concept_metrics": "model.losses",
+    "next_concept_targets": "model.losses",
     # model
     "VMMoEConfig": "model.config",
     "VMMoE": "model.vmmoe",
