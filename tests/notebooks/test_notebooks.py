@@ -21,6 +21,13 @@ REMOTE_RESOURCE = re.compile(r"<(?:script|link)\b[^>]*\b(?:src|href)\s*=\s*[\"']
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def one_thread_kernels(monkeypatch):
+    """Kernels (and the runs they start) use one torch thread: on 2 cores shared by parallel work, two
+    spinning OpenMP threads per process can make a step 20x slower; results do not change."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def execute(name: str, cwd: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()

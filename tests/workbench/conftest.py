@@ -76,7 +76,8 @@ def serve_workbench(port: int, log: Path, extra_env: dict | None = None) -> subp
     """Start ``panel serve workbench`` from the repo root on 127.0.0.1:port (the brief's command line)."""
     env = {**os.environ, **(extra_env or {})}
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port), "--address", "127.0.0.1",
-           f"--allow-websocket-origin=127.0.0.1:{port}", f"--allow-websocket-origin=localhost:{port}"]
+           f"--allow-websocket-origin=127.0.0.1:{port}", f"--allow-websocket-origin=localhost:{port}",
+           "--liveness"]  # /liveness answers without building an app session (each GET /workbench builds one)
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -111,7 +112,7 @@ def served_app(default_store, tmp_path_factory) -> ServedApp:
     proc = serve_workbench(port, log)
     url = f"http://127.0.0.1:{port}/workbench"
     try:
-        wait_http(url, proc, log, SERVE_TIMEOUT_S)
+        wait_http(f"http://127.0.0.1:{port}/liveness", proc, log, SERVE_TIMEOUT_S)
         yield ServedApp(url=url, port=port, log=log, proc=proc)
     finally:
         stop_process(proc)
@@ -173,8 +174,9 @@ def watch_page(page, server: ServedApp | None = None) -> PageWatch:
     page.on("pageerror", lambda exc: w.js_errors.append(str(exc)))
     page.on("console", lambda msg: w.console_errors.append(f"{msg.text} @ {msg.location.get('url', '')}")
             if msg.type == "error" else None)
+    # ERR_ABORTED: cancelled by the page itself (a reload, a superseded fetch), not a failed load
     page.on("requestfailed", lambda req: w.failed_requests.append(f"{req.url} ({req.failure})")
-            if is_local(req.url) else None)
+            if is_local(req.url) and "ERR_ABORTED" not in (req.failure or "") else None)
 
     def route(r):
         if is_local(r.request.url):
