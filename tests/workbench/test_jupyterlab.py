@@ -102,7 +102,10 @@ def test_quickstart_notebook_runs_in_jupyterlab_and_renders_the_app(jupyter_lab,
     page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
     # the last cell's output: a Panel root holding the workbench's tabs
     app = page.locator(".jp-OutputArea-output .wb-tabs")
-    app.wait_for(state="visible", timeout=APP_TIMEOUT_MS)
+    app.wait_for(state="attached", timeout=APP_TIMEOUT_MS)
+    # JupyterLab skips layout of cells outside the viewport (content-visibility): bring the output in view
+    app.scroll_into_view_if_needed()
+    app.wait_for(state="visible")
     assert page.locator(".jp-OutputArea-output .bk-tab").count() >= 6
     ui.wait_drawn(page.locator(".jp-OutputArea-output .bk-Canvas").first)
     assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
