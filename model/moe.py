@@ -134,7 +134,8 @@ class MoE(nn.Module):
         top_p, top_idx = probs.topk(k, dim=-1)                   # (N, k)
         gates = (top_p / top_p.sum(-1, keepdim=True)).to(x.dtype)
         y_real = self._dispatch(x_real, top_idx, gates)          # (N, D)
-        out = x.new_zeros(B * L, D).index_copy(0, real_pos, y_real).view(B, L, D)
+        # under autocast the experts' matmuls may return another dtype than the residual stream's
+        out = x.new_zeros(B * L, D).index_copy(0, real_pos, y_real.to(x.dtype)).view(B, L, D)
 
         # per-segment statistics (always per segment; they are what the workbench shows)
         T_seg, counts_seg, psum_seg = _group_sums(probs, top_idx, seg, S, E)
