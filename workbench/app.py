@@ -1,6 +1,6 @@
 """The workbench app: one shared state, six views in tabs. ``create_app()`` returns it (a Viewer).
 
-    import panel as pn; pn.extension("tabulator", notifications=True)
+    import panel as pn; pn.extension("tabulator", "filedropper", inline=True)
     from workbench.app import create_app
     create_app()          # in a notebook cell; `panel serve workbench` serves workbench/main.py
 
@@ -141,7 +141,10 @@ def create_app(state: WorkbenchState | None = None, store=None, live: bool = Tru
     ``live=True`` starts the periodic callback that polls background work (store build, encoding,
     training runs); tests pass ``live=False`` and call ``app.poll()``.
     """
-    pn.extension(*EXTENSIONS, notifications=True)
+    # The extensions are loaded once: by main.py when served (with notifications), or by the notebook's
+    # own pn.extension(*EXTENSIONS, inline=True). Notifications stay off in JupyterLab: there Panel's
+    # notification area runs before its library has loaded ("Notyf is not defined"); the messages are
+    # still kept in ``state.messages``.
     app = WorkbenchApp(state=state, store=store)
     if live:
         app.start_polling()
