@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from model.config import VMMoEConfig
 from model.losses import concept_loss
 from model.moe import MoE
-from model.segments import global_segment_index, validate_segment_ids
+from model.segments import global_segment_index, segment_ids_from_lengths, validate_segment_ids
 from model.vmmoe import LeakyConfigWarning, VMMoE
 
 CHECKS = ("boundary_flip", "pack_invariance", "grad_isolation")
@@ -134,12 +134,7 @@ def leaky_config(cfg: VMMoEConfig) -> VMMoEConfig:
 def default_batch(d_concept: int, seed: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(values (3, 16, d_concept) unit vectors, segment_ids (3, 16)) laid out as DEFAULT_ROWS."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.full((len(DEFAULT_ROWS), DEFAULT_LENGTH), -1, dtype=torch.long)
-    for r, lengths in enumerate(DEFAULT_ROWS):
-        start = 0
-        for s, n in enumerate(lengths):
-            ids[r, start:start + n] = s
-            start += n
+    ids = segment_ids_from_lengths(DEFAULT_ROWS, DEFAULT_LENGTH)
     values = F.normalize(torch.randn(*ids.shape, d_concept, generator=g), dim=-1)  # like sentence embeddings
     return values.to(device), ids.to(device)
 

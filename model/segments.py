@@ -60,6 +60,16 @@ def validate_segment_ids(segment_ids: torch.Tensor, rows: int | None = None, len
     return segment_ids
 
 
+def segment_ids_from_lengths(rows: list[list[int]], length: int) -> torch.Tensor:
+    """int64 (len(rows), length): row r holds segments of lengths rows[r] left to right, then padding (-1)."""
+    ids = torch.full((len(rows), length), -1, dtype=torch.long)
+    for r, lengths in enumerate(rows):
+        if sum(lengths) > length:
+            raise SegmentLayoutError(f"row {r}: segment lengths {list(lengths)} do not fit in {length} positions")
+        ids[r, :sum(lengths)] = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths, dtype=torch.long))
+    return ids
+
+
 def segment_starts(segment_ids: torch.Tensor) -> torch.Tensor:
     """Bool (rows, L): True where a segment begins (position 0 of a row, or the id changes)."""
     ids = segment_ids.long()

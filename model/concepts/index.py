@@ -29,6 +29,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from model.fileio import sha256_file
+
 FLAT_MAX = 100_000
 NPROBE = 32
 SAVE_HOOK_ENV = "VMMOE_STORE_SAVE_SLEEP"  # tests: seconds to sleep between the temp write and the rename
@@ -65,12 +67,7 @@ def index_kind(index: faiss.Index) -> str:
     return "ivf" if isinstance(faiss.downcast_index(index), faiss.IndexIVF) else "flat"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = sha256_file  # the store's manifest checksum of its index file
 
 
 def fsync_dir(path: Path) -> None:

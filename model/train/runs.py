@@ -18,7 +18,6 @@ reported and skipped: loading falls back to the previous one.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from model.fileio import sha256_file
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
 
@@ -60,14 +61,6 @@ def write_json_atomic(path: Path, obj) -> None:
 def read_json(path: Path) -> dict:
     with open(path) as f:
         return json.load(f)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RunDir:
@@ -169,7 +162,7 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config
         save_model(model, str(tmp / "model.safetensors"))
         write_json_atomic(tmp / "config.json", {"model": model_config, "train": train_config})
         torch.save(trainer_state, tmp / "trainer.pt")
-        files = {name: _sha256(tmp / name) for name in CHECKPOINT_FILES}
+        files = {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES}
         write_json_atomic(tmp / "meta.json", {**meta, "step": step, "saved": now_iso(), "files": files})
         if final.exists():  # the same step saved again (stop right after a periodic checkpoint)
             shutil.rmtree(final)
@@ -195,7 +188,7 @@ def verify_checkpoint(ckpt: Path) -> dict:
         path = ckpt / name
         if not path.is_file():
             raise CorruptCheckpointError(f"checkpoint {str(ckpt)!r}: {name} is missing")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise CorruptCheckpointError(f"checkpoint {str(ckpt)!r}: {name} does not match its sha256 (corrupt)")
     return meta
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model.config import VMMoEConfig
-from model.segments import SegmentLayoutError
+from model.segments import SegmentLayoutError, segment_ids_from_lengths
 from model.vmmoe import LeakyConfigWarning, VMMoE
 
 TINY = dict(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2)
@@ -20,15 +20,18 @@ L = 12
 
 def layout(rows=ROWS, length=L) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
     """segment_ids (rows, length) and the (row, start, end) span of every segment, in global order."""
-    ids = torch.full((len(rows), length), -1, dtype=torch.long)
+    return segment_ids_from_lengths(rows, length), segment_spans(rows)
+
+
+def segment_spans(rows) -> list[tuple[int, int, int]]:
+    """(row, start, end) of every segment, row by row, left to right."""
     spans = []
     for r, lengths in enumerate(rows):
         start = 0
-        for s, n in enumerate(lengths):
-            ids[r, start:start + n] = s
+        for n in lengths:
             spans.append((r, start, start + n))
             start += n
-    return ids, spans
+    return spans
 
 
 def tiny_model(seed: int = 0, **over) -> VMMoE:

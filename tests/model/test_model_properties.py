@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from model.config import VMMoEConfig
 from model.vmmoe import VMMoE
+from test_model import layout  # same folder: pytest puts it on sys.path (rootdir-less test modules)
 
 L = 10
 torch.manual_seed(0)
@@ -21,14 +22,7 @@ row = st.lists(st.integers(1, L), min_size=1, max_size=3).filter(lambda ls: sum(
 @given(rows=st.lists(row, min_size=1, max_size=3), seed=st.integers(0, 2**16))
 def test_any_layout_packed_equals_segments_alone(rows, seed):
     g = torch.Generator().manual_seed(seed)
-    ids = torch.full((len(rows), L), -1, dtype=torch.long)
-    spans = []
-    for r, lengths in enumerate(rows):
-        start = 0
-        for s, n in enumerate(lengths):
-            ids[r, start:start + n] = s
-            spans.append((r, start, start + n))
-            start += n
+    ids, spans = layout(rows, L)
     values = torch.randn(len(rows), L, 8, generator=g, requires_grad=True)
     cot = torch.randn(len(rows), L, 8, generator=g)
     out = MODEL(values, ids)

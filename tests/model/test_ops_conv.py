@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from model.ops import causal_conv1d, causal_conv1d_update
-from model.segments import SegmentLayoutError
+from model.segments import SegmentLayoutError, segment_ids_from_lengths
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])]
@@ -20,13 +20,8 @@ def make(b, d, l, w, device="cpu", seed=0, dtype=torch.float64):
 
 
 def layout(rows, l, device="cpu"):
-    ids = torch.full((len(rows), l), -1, dtype=torch.long)
-    for r, lens in enumerate(rows):
-        p = 0
-        for s, n in enumerate(lens):
-            ids[r, p:p + n] = s
-            p += n
-    return ids.to(device)
+    """seq_idx from per-row segment lengths; the rest of each row is padding."""
+    return segment_ids_from_lengths(rows, l).to(device)
 
 
 @pytest.mark.parametrize("device", DEVICES)

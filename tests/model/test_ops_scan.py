@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from model.ops import available_backends, register_backend, selective_scan, selective_state_update
 from model.ops.scan_chunked import scan_chunked
-from model.segments import SegmentIsolationError, SegmentLayoutError
+from model.segments import SegmentIsolationError, SegmentLayoutError, segment_ids_from_lengths
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])]
@@ -30,15 +30,9 @@ def make_inputs(b, d, n, l, dtype=torch.float64, device="cpu", seed=0):
     return {k: v.to(device).requires_grad_() for k, v in t.items()}
 
 
-def layout(rows: list[list[int]], l: int, device="cpu") -> torch.Tensor:
+def layout(rows, l, device="cpu"):
     """seq_idx from per-row segment lengths; the rest of each row is padding."""
-    ids = torch.full((len(rows), l), -1, dtype=torch.long)
-    for r, lens in enumerate(rows):
-        p = 0
-        for s, n in enumerate(lens):
-            ids[r, p:p + n] = s
-            p += n
-    return ids.to(device)
+    return segment_ids_from_lengths(rows, l).to(device)
 
 
 def run(inputs, seq_idx, backend, use=INPUT_NAMES, softplus=True, last=False):
@@ -73,7 +67,7 @@ def mamba_ssm_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=N
 
 CASES = {
     "no_seq_idx": None,
-    "len1_segments": [[1, 1, 5, 1, 1, 1, 2, 1, 1, 1, 3, 1, 1, 1], [20]],
+    "len1_segments": [[1, 1, 5, 1, 1, 1, 2, 1, 1, 1, 3, 1, 1], [20]],
     "cross_chunk_edges": [[7, 9, 4], [3, 17]],
     "padding": [[5, 6], [2, 1, 1]],
     "one_segment_all_padding_row": [[20], []],

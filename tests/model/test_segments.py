@@ -7,6 +7,7 @@ from model.segments import (
     check_finite,
     global_segment_index,
     position_ids_from_segments,
+    segment_ids_from_lengths,
     segment_starts,
     validate_segment_ids,
 )
@@ -60,3 +61,11 @@ def test_check_finite_names_the_first_bad_index():
     with pytest.raises(ValueError, match=r"values contains NaN or inf \(first at index \(1, 2\)\)"):
         check_finite(t, "values")
     check_finite(torch.zeros(2), "ok")
+
+
+def test_segment_ids_from_lengths_lays_out_rows_and_refuses_overfull_ones():
+    ids = segment_ids_from_lengths([[2, 3, 1], [8], []], 8)
+    assert ids.tolist() == [[0, 0, 1, 1, 1, 2, -1, -1], [0] * 8, [-1] * 8]
+    validate_segment_ids(ids)
+    with pytest.raises(SegmentLayoutError, match=r"row 0: segment lengths \[5, 4\] do not fit in 8"):
+        segment_ids_from_lengths([[5, 4]], 8)
