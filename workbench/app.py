@@ -1,6 +1,6 @@
 """The workbench app: one shared state, six views in tabs. ``create_app()`` returns it (a Viewer).
 
-    import panel as pn; pn.extension("tabulator", "filedropper", inline=True)
+    import panel as pn; pn.extension("tabulator", inline=True)
     from workbench.app import create_app
     create_app()          # in a notebook cell; `panel serve workbench` serves workbench/main.py
 
@@ -14,7 +14,7 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
 
     tabs           "Concepts", "Packing", "States", "Routing", "Leakage", "Training"  (in .wb-tabs)
     app            .wb-app  .wb-header  .wb-model-label  .wb-batch-label  .wb-store-status  .wb-store-progress
-    Concepts       .wb-concepts  .wb-concepts-upload (FileDropper)  .wb-concepts-upload-limit  .wb-concepts-paste
+    Concepts       .wb-concepts  .wb-concepts-upload (TextUpload; its <input> is .wb-upload-input)  .wb-concepts-upload-limit  .wb-concepts-paste
                    .wb-concepts-source  .wb-concepts-add  .wb-concepts-files  .wb-concepts-add-files
                    .wb-concepts-status-filter  .wb-concepts-table  .wb-concepts-accept  .wb-concepts-reject
                    .wb-concepts-encode  .wb-concepts-encode-progress  .wb-concepts-report
@@ -46,7 +46,7 @@ from workbench import services
 from workbench.state import WorkbenchState
 
 TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
-EXTENSIONS = ("tabulator", "filedropper")
+EXTENSIONS = ("tabulator",)
 
 
 class WorkbenchApp(pn.viewable.Viewer):

@@ -66,6 +66,22 @@ def test_concepts_view_searches_the_store_and_draws_the_map(app, ui):
     watch.assert_clean()
 
 
+def test_concepts_view_uploads_a_text_file_and_refuses_one_over_the_limit(app, ui, tmp_path):
+    page, watch = app
+    open_tab(page, "Concepts")
+    notes = tmp_path / "upload-notes.md"
+    notes.write_text("A hash map stores each key in a bucket chosen by the key's hash. "
+                     "Lookups in a hash map take constant time on average.\n")
+    page.locator(".wb-concepts-upload .wb-upload-input").set_input_files(str(notes))
+    ui.wait_text(page.locator(".wb-concepts-report"), r"Added\..*2 sentences")
+    big = tmp_path / "too-big.txt"
+    big.write_bytes(b"x" * (6 * 2**20))  # over the 5 MB limit: the browser refuses it without reading it
+    page.locator(".wb-concepts-upload .wb-upload-input").set_input_files(str(big))
+    ui.wait_text(page.locator(".wb-concepts-upload .wb-upload-status"), r"too-big.txt is too large")
+    page.get_by_text("too-big.txt is 6.0 MB; uploads are limited to 5 MB").wait_for(state="visible")
+    watch.assert_clean()
+
+
 def test_packing_view_packs_and_compares_with_padding(app, ui):
     page, watch = app
     open_tab(page, "Packing")

@@ -68,6 +68,9 @@ def test_empty_paste_is_a_notification_and_stores_nothing(view):
 
 def test_oversize_upload_is_refused_with_the_limit_named(view):
     before = len(view.state.store)
+    view._upload._handle_msg({"kind": "refused", "name": "huge.txt", "size": 40 * 2**20})  # refused unread
+    level, message = view.state.messages[-1]
+    assert level == "error" and message == "huge.txt is 40.0 MB; uploads are limited to 5 MB"
     view.add_upload(b"A sentence that is long enough to pass. " * (services.MAX_UPLOAD_BYTES // 40 + 10), "big.txt")
     level, message = view.state.messages[-1]
     assert level == "error" and "big.txt" in message and "5 MB" in message
@@ -97,9 +100,15 @@ def test_a_bad_edit_is_a_notification_and_keeps_the_stored_text(view):
     assert view.state.store.get(sid).text == old
 
 
-def test_a_file_dropped_on_the_upload_widget_is_ingested(view):
+def test_a_file_sent_through_the_upload_box_is_ingested(view):
+    """The upload box's own message path (chunks as the browser sends them), into the real store."""
+    import base64
+
     before = len(view.state.store)
-    view._upload.value = {"loops.md": "A while loop repeats its body as long as its condition is true. "
-                                      "A for loop walks over the items of a sequence in order."}
+    data = ("A while loop repeats its body as long as its condition is true. "
+            "A for loop walks over the items of a sequence in order.").encode()
+    for i, start in enumerate(range(0, len(data), 50)):
+        view._upload._handle_msg({"kind": "chunk", "id": "u1", "name": "loops.md", "size": len(data), "index": i,
+                                  "count": -(-len(data) // 50), "data": base64.b64encode(data[start:start + 50]).decode()})
     assert len(view.state.store) == before + 2
     assert view.state.messages[-1][0] == "success" and "2 sentences" in view._report.object

@@ -16,6 +16,7 @@ import param
 from model.concepts.checks import CHECK_NAMES
 from workbench import plots, services
 from workbench.state import WorkbenchState
+from workbench.upload import TextUpload
 
 TABLE_COLUMNS = ["id", "doc", "position", "status", "checks", "reasons", "text"]  # + one column per check
 MAP_MAX_POINTS = 5000   # the map samples this many encoded sentences at most (fixed seed)
@@ -32,12 +33,11 @@ class ConceptsView(pn.viewable.Viewer):
         self._job: services.BackgroundJob | None = None         # encoding
         self._search_job: services.BackgroundJob | None = None
         self.report = None  # the last IngestReport
-        # FileDropper refuses files over the limit in the browser and uploads in chunks (a big file
-        # cannot hit the websocket's message limit); add_upload checks the size again on the server
-        self._upload = pn.widgets.FileDropper(max_file_size=f"{UPLOAD_LIMIT_MB:.0f}MB", multiple=False,
-                                              accepted_filetypes=[".txt", ".md", ".rst", "text/*"],
-                                              css_classes=["wb-concepts-upload"])
-        self._upload.param.watch(self._on_upload, "value")
+        # TextUpload refuses files over the limit in the browser and sends the rest in chunks (a big
+        # file cannot hit the websocket's message limit); add_upload checks the size again
+        self._upload = TextUpload(max_bytes=services.MAX_UPLOAD_BYTES, css_classes=["wb-concepts-upload"],
+                                  sizing_mode="stretch_width")
+        self._upload.on_upload(lambda name, data, size: self.add_upload(data, name, size))
         self._paste = pn.widgets.TextAreaInput(placeholder="Paste text here: one document, split into sentences",
                                                height=140, sizing_mode="stretch_width",
                                                css_classes=["wb-concepts-paste"])
@@ -95,14 +95,11 @@ class ConceptsView(pn.viewable.Viewer):
         if self._ingest(lambda s: s.add_texts([text], source=self._source.value.strip() or "pasted")):
             self._paste.value = ""
 
-    def _on_upload(self, event):
-        for filename, data in (event.new or {}).items():
-            self.add_upload(data, filename)
-
-    def add_upload(self, data: bytes | str, filename: str):
-        """One uploaded file (FileDropper hands text files over already decoded)."""
-        size = len(data.encode() if isinstance(data, str) else data)
-        if size > services.MAX_UPLOAD_BYTES:
+    def add_upload(self, data: bytes | str | None, filename: str, size: int | None = None):
+        """One uploaded file; ``data`` None means the browser refused it unread (``size`` says why)."""
+        if data is not None:
+            size = len(data.encode() if isinstance(data, str) else data)
+        if data is None or size > services.MAX_UPLOAD_BYTES:
             self.state.notify(f"{filename} is {size / 2**20:.1f} MB; uploads are limited to "
                               f"{UPLOAD_LIMIT_MB:.0f} MB", "error")
             return
@@ -262,7 +259,7 @@ class ConceptsView(pn.viewable.Viewer):
 
     def __panel__(self):
         ingest = pn.Column(
-            pn.pane.Markdown(f"**Upload** a UTF-8 text file (.txt, .md, .rst; max **{UPLOAD_LIMIT_MB:.0f} MB**)",
+            pn.pane.Markdown(f"**Upload** UTF-8 text files (.txt, .md, .rst; at most **{UPLOAD_LIMIT_MB:.0f} MB** each)",
                              css_classes=["wb-concepts-upload-limit"]),
             self._upload,
             pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
