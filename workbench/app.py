@@ -94,7 +94,17 @@ class WorkbenchApp(pn.viewable.Viewer):
                 view.active = i == self.tabs.active
 
     def poll(self) -> None:
-        """Pick up the default store when its job ends, then let each view advance its own work."""
+        """Pick up the default store when its job ends, then let each view advance its own work.
+
+        Everything one poll changes reaches the browser as ONE message (``hold``): BokehJS re-scans its
+        document and lays out once per message, a cost a training run on the same machine pays.
+        """
+        from panel.io import hold
+
+        with hold():
+            self._poll()
+
+    def _poll(self) -> None:
         job = self._store_job
         if job is not None and self.state.store is None:
             if job.finished and job.error is None:

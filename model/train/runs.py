@@ -136,19 +136,54 @@ class RunDir:
 
 def read_metrics(run_dir: str | Path, split: str | None = None) -> list[dict]:
     """All metric records of a run (``split`` "train" or "eval" filters); a half-written last line is skipped."""
-    path = RunDir(run_dir).metrics_file
-    if not path.is_file():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
+    return MetricsTail(run_dir, split).read()
+
+
+class MetricsTail:
+    """Follows a run's ``metrics.jsonl``: each ``read()`` parses only the lines appended since the last one.
+
+    A dashboard polls a live run every second; re-reading the whole file each time would cost O(steps)
+    per poll. A half-written last line is left for the next read. When the file is replaced (a resumed
+    run rewrites it without the steps after its checkpoint) ``read()`` starts over from its first line
+    and sets ``restarted``, so the reader can drop what it had.
+    """
+
+    def __init__(self, run_dir: str | Path, split: str | None = None):
+        self.path = RunDir(run_dir).metrics_file
+        self.split = split
+        self.restarted = False
+        self._offset = 0
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file read so far
+
+    def read(self) -> list[dict]:
+        """The new complete records (all of them on the first call or after the file was replaced)."""
+        self.restarted = False
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self.restarted = self._offset > 0
+            self._offset, self._file_id = 0, None
+            return []
+        file_id = (st.st_dev, st.st_ino)
+        if (self._file_id is not None and file_id != self._file_id) or st.st_size < self._offset:
+            self.restarted, self._offset = True, 0
+        self._file_id = file_id
+        if st.st_size == self._offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read(st.st_size - self._offset)
+        end = chunk.rfind(b"\n") + 1  # complete lines only
+        self._offset += end
+        records = []
+        for line in chunk[:end].splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                continue  # the writer is mid-line
-            if split is None or rec.get("split") == split:
+                continue  # a line broken by a crash mid-write (the next one starts clean)
+            if self.split is None or rec.get("split") == self.split:
                 records.append(rec)
-    return records
+        return records
 
 
 def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
@@ -391,10 +426,12 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
             continue
         cfg = run.read_config()
         st = RunHandle(path).status()
-        evals = read_metrics(path, "eval")
+        # the trainer keeps the last eval loss in status.json; runs written before it did are read once more
+        eval_loss = st["eval_loss"] if "eval_loss" in st else next(
+            (r["loss"] for r in reversed(read_metrics(path, "eval"))), None)
         out.append({"name": path.name, "path": str(path), "state": st.get("state"), "step": st.get("step", 0),
                     "steps": cfg.get("steps"), "packing": cfg.get("packing"), "device": st.get("device"),
-                    "eval_loss": evals[-1]["loss"] if evals else None,
+                    "eval_loss": eval_loss,
                     "latest_checkpoint": str(run.latest_checkpoint()) if run.latest_checkpoint() else None,
                     "updated": st.get("updated", "")})
     return sorted(out, key=lambda r: r["updated"], reverse=True)

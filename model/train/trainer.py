@@ -32,7 +32,7 @@ import torch.distributed as dist
 from model.device import autocast, describe, peak_memory_mb, resolve_device, synchronize
 from model.train.config import TrainConfig
 from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
-from model.train.runs import RunDir, find_checkpoint, new_run_name, default_runs_dir, save_checkpoint
+from model.train.runs import RunDir, default_runs_dir, find_checkpoint, new_run_name, read_metrics, save_checkpoint
 
 
 @dataclass
@@ -282,6 +282,8 @@ class Trainer:
         if not (self.run and self.dist.is_main):
             return
         self.run.append_metrics(record)
+        if record["split"] == "eval":  # what list_runs shows, without reading metrics.jsonl
+            self.run.write_status(eval_loss=record["loss"], eval_step=record["step"])
         if writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -310,7 +312,9 @@ class Trainer:
             writer = SummaryWriter(str(run.tensorboard))
         if run is not None:
             run.truncate_metrics(self.step)  # a resumed run re-logs what came after its checkpoint
+            last_eval = next((r for r in reversed(read_metrics(run.path, "eval"))), {})
             run.write_status(state="running", pid=os.getpid(), step=self.step, steps=cfg.steps, error=None,
+                             eval_loss=last_eval.get("loss"), eval_step=last_eval.get("step"),
                              resumed_from=getattr(self, "resumed_from", None), **self.meta)
         bar = None
         if self.progress and self.dist.is_main:
@@ -331,7 +335,7 @@ class Trainer:
                     epoch, steps = e, self.sampler.epoch_steps(e)
                 record = self.train_step(steps[i])
                 self.step += 1
-                record["epoch"] = e
+                record["epoch"], record["time"] = e, time.time()  # wall clock: throughput over any time window
                 self._log(record, writer)
                 if bar is not None:
                     bar.update(1)

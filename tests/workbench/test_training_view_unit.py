@@ -78,3 +78,55 @@ def test_bad_settings_are_notifications_not_exceptions(state):
     assert state.messages[-1][0] == "warning"
     view.resume()  # nothing selected
     assert state.messages[-1][0] == "warning"
+
+
+def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
+    """A live run changes its row every refresh: the table is patched, not replaced (no full re-draw in
+    the browser, the user's selected row stays); a new run replaces it and the selection follows the name."""
+    from model.train.runs import RunDir
+
+    runs = state.runs_dir
+    for i, name in enumerate(["a-run", "b-run"]):
+        RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
+    view = TrainingView(state)
+    table = view._runs.value
+    assert list(table["name"]) == ["b-run", "a-run"]  # newest first
+    view._runs.selection = [0]
+    RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)  # still the newest: same order
+    view.refresh_runs()
+    assert view._runs.value is table  # patched in place, not replaced
+    assert table.iloc[0]["step"] == 7 and table.iloc[0]["eval_loss"] == 0.25 and table.iloc[1]["step"] == 0
+    assert view.selected_run().name == "b-run"
+    RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
+    view.refresh_runs()
+    assert list(view._runs.value["name"]) == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
+
+
+def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(state):
+    """The browser's cost of a live view is its redraws: the poll reads every second, draws every ``redraw_s``."""
+    import os
+
+    from model.train.runs import RunDir
+
+    run = RunDir(f"{state.runs_dir}/live").create({"steps": 10, "packing": "packed"})
+    run.write_status(state="running", pid=os.getpid(), steps=10)  # alive: this test process stands in for it
+
+    def log(*steps):
+        for s in steps:
+            run.append_metrics({"split": "train", "step": s, "loss": 1.0 / s, "step_time": 0.5})
+
+    log(1, 2, 3)
+    view = TrainingView(state, redraw_s=3600.0)
+    view._follow(run.path)
+    assert view.source.data["step"] == [1, 2, 3] and "running, step 3/10" in view._eta.object
+    log(4, 5)
+    view.poll()  # read, not drawn yet
+    assert view.source.data["step"] == [1, 2, 3] and view._progress.value == 30
+    view._drawn_at -= 3600.0  # as if redraw_s had passed
+    view.poll()
+    assert view.source.data["step"] == [1, 2, 3, 4, 5] and view._progress.value == 50
+    assert "about 2 s left" in view._eta.object  # 5 steps left at 0.5 s each
+    log(6)
+    run.write_status(state="finished", step=6)  # a state change is drawn at once
+    view.poll()
+    assert view.source.data["step"][-1] == 6 and "finished, step 6/10" in view._eta.object

@@ -8,6 +8,7 @@ Runs are separate processes (``model.train.start_run``); their handles are kept 
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,13 @@ from workbench.state import WorkbenchState
 CURVES = (("loss", "training loss"), ("cosine", "cosine(prediction, next concept)"),
           ("concepts_per_s", "concepts per second"), ("utilization", "utilization (real / all positions)"))
 RUN_COLUMNS = ["name", "state", "step", "steps", "packing", "device", "eval_loss", "updated"]
+
+
+def same_cell(a, b) -> bool:
+    """Equal table cells; a missing value (None, NaN) equals only another missing one."""
+    def missing(x):
+        return x is None or (isinstance(x, float) and x != x)
+    return missing(a) and missing(b) or (not missing(a) and not missing(b) and bool(a == b))
 
 
 class TrainingView(pn.viewable.Viewer):
@@ -41,15 +49,26 @@ class TrainingView(pn.viewable.Viewer):
     checkpoint_every = param.Integer(default=100, bounds=(0, None))
     overrides = param.Dict(default={}, doc="more TrainConfig keys (e.g. synthetic_docs), merged into the form's")
     compare_metric = param.Selector(default="loss", objects=[c for c, _ in CURVES])
+    redraw_s = param.Number(default=2.0, bounds=(0, None),
+                            doc="while a run is live: seconds between redraws of its curves, progress and ETA. "
+                                "Each redraw costs the browser CPU that a run on the same machine loses.")
+    runs_refresh_s = param.Number(default=30.0, bounds=(0, None),
+                                  doc="seconds between re-reads of the runs table (at once when the followed run "
+                                      "starts or ends): each re-draw of a changed table costs the browser more "
+                                      "than the curves do")
 
     def __init__(self, state: WorkbenchState, **params):
         super().__init__(**params)
         self.state = state
         self.current: Path | None = None   # the run whose curves are live
-        self._last_step = 0
+        self._tail = None                  # MetricsTail on its metrics.jsonl: each poll reads only new lines
+        self._last_step = 0                # the last step drawn
+        self._unsent: list[dict] = []      # records read but not drawn yet
+        self._drawn_at = float("-inf")     # time.monotonic() of the last redraw
+        self._shown_state = None
         self._was_alive = False
         self._step_times: list[float] = []
-        self._polls = 0
+        self._runs_read_at = float("-inf")  # time.monotonic() of the last refresh_runs
         self.source = ColumnDataSource({c: [] for c in ("step", *[k for k, _ in CURVES])})
         self._curves = pn.GridBox(*[pn.pane.Bokeh(plots.curve_figure(self.source, key, title, color=Category10[4][i]),
                                                   sizing_mode="stretch_width")
@@ -165,57 +184,78 @@ class TrainingView(pn.viewable.Viewer):
         return services.run_registry().get(str(path)) or RunHandle(Path(path))
 
     def _follow(self, path: Path, refresh: bool = True):
+        from model.train.runs import MetricsTail
+
         self.current = Path(path)
+        self._tail = MetricsTail(self.current, "train")
         self._was_alive = True  # until the first poll says otherwise: a run that ends at once is reported
-        self._last_step = 0
-        self._step_times = []
-        self.source.data = {k: [] for k in self.source.data}
+        self._clear_curves()
         if refresh:
             self.refresh_runs()
         self.poll()
 
-    def poll(self) -> None:
-        """Stream the followed run's new train metrics into the curves; update progress and ETA."""
-        from model.train import read_metrics
+    def _clear_curves(self) -> None:
+        self._last_step = 0
+        self._unsent = []
+        self._drawn_at = float("-inf")
+        self._step_times = []
+        self.source.data = {k: [] for k in self.source.data}
 
-        self._polls += 1
+    def poll(self) -> None:
+        """Read the followed run's new train metrics and its status; redraw curves, progress and ETA.
+
+        Runs every second while a page is open, next to a training run on the same machine, so it is
+        cheap: it reads only the lines appended since the last poll, and while the run is live it
+        redraws at most every ``redraw_s`` seconds (at once when the run changes state).
+        """
+        runs_due = time.monotonic() - self._runs_read_at >= self.runs_refresh_s
         if self.current is None:
-            if self._polls % 10 == 0:
+            if runs_due:
                 self.refresh_runs()
             return
-        new = [r for r in read_metrics(self.current, "train") if r["step"] > self._last_step]
-        if new:
-            self.source.stream({"step": [r["step"] for r in new],
-                                **{k: [float(r.get(k, np.nan)) for r in new] for k, _ in CURVES}})
-            self._last_step = new[-1]["step"]
+        new = self._tail.read()
+        if self._tail.restarted:  # a resumed run rewrote its metrics from its checkpoint on
+            self._clear_curves()
+        last = self._unsent[-1]["step"] if self._unsent else self._last_step
+        self._unsent += [r for r in new if r["step"] > last]
         status = self._handle(self.current).status()
-        steps = int(status.get("steps") or self.steps)
-        self._progress.value = min(100, int(100 * self._last_step / max(1, steps)))
-        self._step_times += [float(r["step_time"]) for r in new if r.get("step_time") is not None]
-        eta = ""
-        if status.get("alive") and self._step_times:
-            per_step = float(np.mean(self._step_times[-20:]))
-            eta = f", about {per_step * max(0, steps - self._last_step):.0f} s left"
-        self._eta.object = (f"run **{self.current.name}**: {status.get('state', '?')}, step {self._last_step}/{steps}"
-                            f"{eta}" + (f" — {status['error']}" if status.get("error") else ""))
-        ended = self._was_alive and not status.get("alive")
-        self._was_alive = bool(status.get("alive"))
-        if ended or self._polls % 10 == 0:
+        alive = bool(status.get("alive"))
+        now = time.monotonic()
+        if not alive or status.get("state") != self._shown_state or now - self._drawn_at >= self.redraw_s:
+            self._draw(status)
+            self._drawn_at = now
+        ended = self._was_alive and not alive
+        self._was_alive = alive
+        if ended or runs_due:
             self.refresh_runs()
         if ended and status.get("state") == "failed":
             self.state.notify(f"run {self.current.name} failed: {status.get('error') or 'see its run.log'}", "error")
 
+    def _draw(self, status: dict) -> None:
+        """Stream the records not drawn yet into the curves; set progress and the ETA line."""
+        new, self._unsent = self._unsent, []
+        if new:
+            self.source.stream({"step": [r["step"] for r in new],
+                                **{k: [float(r.get(k, np.nan)) for r in new] for k, _ in CURVES}})
+            self._last_step = new[-1]["step"]
+            self._step_times += [float(r["step_time"]) for r in new if r.get("step_time") is not None]
+        steps = int(status.get("steps") or self.steps)
+        self._progress.value = min(100, int(100 * self._last_step / max(1, steps)))
+        eta = ""
+        if status.get("alive") and self._step_times:
+            per_step = float(np.mean(self._step_times[-20:]))
+            eta = f", about {per_step * max(0, steps - self._last_step):.0f} s left"
+        self._shown_state = status.get("state")
+        self._eta.object = (f"run **{self.current.name}**: {self._shown_state or '?'}, step {self._last_step}/{steps}"
+                            f"{eta}" + (f" — {status['error']}" if status.get("error") else ""))
+
     def refresh_runs(self) -> None:
         from model.train import list_runs
 
+        self._runs_read_at = time.monotonic()
         runs = list_runs(self.state.runs_dir)
         df = pd.DataFrame(runs, columns=RUN_COLUMNS) if runs else pd.DataFrame(columns=RUN_COLUMNS)
-        if not df.equals(self._runs.value):  # a new value would drop the user's row selection
-            selected = self.selected_run()
-            self._runs.value = df
-            names = list(df["name"])
-            if selected is not None and selected.name in names:
-                self._runs.selection = [names.index(selected.name)]
+        self._show_runs(df)
         names = list(df["name"])
         # defaults: A the newest run, B the one before it, the checkpoint picker the newest
         defaults = (names[:1], names[1:2] or names[:1], names[:1])
@@ -223,6 +263,26 @@ class TrainingView(pn.viewable.Viewer):
             value = w.value if w.value in names else (default[0] if default else None)
             w.param.update(options=names, value=value)
         self._list_checkpoints()  # the chosen run may have written new checkpoints
+
+    def _show_runs(self, df: pd.DataFrame) -> None:
+        """Put ``df`` in the runs table; for the same runs send only the cells that changed (a new value
+        re-draws the whole table in the browser and drops the user's row selection)."""
+        old = self._runs.value
+        if old is not None and list(old.columns) == list(df.columns) and list(old["name"]) == list(df["name"]):
+            changes = {c: [(i, b) for i, (a, b) in enumerate(zip(old[c], df[c])) if not same_cell(a, b)]
+                       for c in df.columns}
+            changes = {c: cells for c, cells in changes.items() if cells}
+            try:
+                if changes:
+                    self._runs.patch(changes, as_index=False)
+                return
+            except (TypeError, ValueError):  # a value the column's dtype cannot hold: replace the table
+                pass
+        selected = self.selected_run()
+        self._runs.value = df
+        names = list(df["name"])
+        if selected is not None and selected.name in names:
+            self._runs.selection = [names.index(selected.name)]
 
     # --- comparison and checkpoints -----------------------------------------------------------------
     @param.depends("compare_metric", watch=True)

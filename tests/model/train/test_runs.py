@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model.train import CorruptCheckpointError, list_runs, load_checkpoint, read_metrics, resume_run, start_run
-from model.train.runs import RunDir, find_checkpoint
+from model.train.runs import MetricsTail, RunDir, find_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -33,7 +33,9 @@ def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path, tiny):
     cfg = tiny(steps=300, eval_every=100, name="full")
     full = start_run(cfg, tmp_path)
     part = start_run({**cfg, "name": "part"}, tmp_path)
-    wait_for(lambda: len(part.metrics("train")) >= 3, what="the first steps")
+    tail = MetricsTail(part.path, "train")  # what a dashboard does: follow the live file poll by poll
+    seen = []
+    wait_for(lambda: len(seen.extend(tail.read()) or seen) >= 3, what="the first steps")
     st = part.stop(timeout=120)
     assert st["state"] == "stopped" and not st["alive"]
     stopped_at = st["step"]
@@ -48,6 +50,14 @@ def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path, tiny):
     evals = read_metrics(part.path, "eval")
     assert [r["step"] for r in evals] == [0, 100, 200, 300]
     assert RunDir(part.path).status()["resumed_from"].endswith(f"step_{stopped_at:06d}")
+    # the follower sees that the resume rewrote metrics.jsonl (dropping the steps after its checkpoint)
+    # and starts over: every step once, in order
+    rest = tail.read()
+    assert tail.restarted and [r["step"] for r in rest] == list(range(1, 301))
+    assert tail.read() == [] and not tail.restarted
+    # list_runs takes the last eval loss from status.json (kept there by the trainer)
+    (row,) = [r for r in list_runs(tmp_path) if r["name"] == "part"]
+    assert row["eval_loss"] == evals[-1]["loss"] == RunDir(part.path).status()["eval_loss"]
 
 
 @pytest.mark.slow
@@ -105,3 +115,24 @@ def test_vmmoe_train_in_the_terminal_and_runs_listing(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "unknown train config key(s): optimiser" in p.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_metrics_tail_reads_only_new_complete_lines_and_restarts_on_a_rewrite(tmp_path):
+    run = RunDir(tmp_path / "run")
+    tail = MetricsTail(run.path, "train")
+    assert tail.read() == [] and not tail.restarted  # no file yet
+    run.path.mkdir()
+    run.append_metrics({"split": "eval", "step": 0, "loss": 1.0})
+    run.append_metrics({"split": "train", "step": 1, "loss": 0.9})
+    with open(run.metrics_file, "a") as f:
+        f.write('{"split": "train", "step": 2, "lo')  # the writer is mid-line
+    assert [r["step"] for r in tail.read()] == [1]
+    with open(run.metrics_file, "a") as f:
+        f.write('ss": 0.8}\n')
+    assert [r["step"] for r in tail.read()] == [2]  # the finished line, once
+    assert tail.read() == []
+    run.append_metrics({"split": "train", "step": 3, "loss": 0.7})
+    run.truncate_metrics(after_step=1)  # what a resume does: a new file without steps 2-3
+    run.append_metrics({"split": "train", "step": 2, "loss": 0.85})
+    assert [r["step"] for r in tail.read()] == [1, 2] and tail.restarted
+    assert [r["loss"] for r in read_metrics(run.path, "train")] == [0.9, 0.85]
