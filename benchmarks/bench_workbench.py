@@ -14,7 +14,7 @@ Three measurements, each comparing alternatives side by side in one run:
    window against the "off" windows beside it. The CPU the server and chromium used in the "on" windows
    is reported too (% of one core): on a machine with few cores that is what the run loses.
 
-    python -m benchmarks.bench_workbench            # all three (~6 min on a 2-core machine)
+    python -m benchmarks.bench_workbench            # all three (~9 min on a 2-core machine)
     python -m benchmarks.bench_workbench --quick    # fewer repeats and steps
 
 Results: ``benchmarks/results/workbench.{json,md}`` (with the hardware). Needs /usr/bin/chromium.
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         if "layout" in parts:
             rows += bench_pack_layout(browser, [1000, 10000], repeats=1 if args.quick else 3)
         if "dashboard" in parts:
-            rows += bench_dashboard(browser, Path(tmp), windows=11 if args.quick else 41, window_s=5.0)
+            rows += bench_dashboard(browser, Path(tmp), windows=11 if args.quick else 81, window_s=5.0)
     table = markdown_table(rows, ["case", "first_canvas_ms", "tabs_visible_by_ms", "segments", "rows", "build_ms",
                                   "render_ms", "total_ms", "concepts_per_s", "slowdown_pct", "slowdown_ci95_pct",
                                   "server_cpu_pct", "browser_cpu_pct", "repeats", "windows", "window_s"])

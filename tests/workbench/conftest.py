@@ -77,7 +77,10 @@ def serve_workbench(port: int, log: Path, extra_env: dict | None = None) -> subp
     env = {**os.environ, **(extra_env or {})}
     cmd = [sys.executable, "-m", "panel", "serve", "workbench", "--port", str(port), "--address", "127.0.0.1",
            f"--allow-websocket-origin=127.0.0.1:{port}", f"--allow-websocket-origin=localhost:{port}",
-           "--liveness"]  # /liveness answers without building an app session (each GET /workbench builds one)
+           "--liveness",  # /liveness answers without building an app session (each GET /workbench builds one)
+           # a closed tab's session is discarded within ~2 s (Bokeh's default: 15-32 s), so a test can see
+           # that discarding it leaves its training run going
+           "--unused-session-lifetime", "1500", "--check-unused-sessions", "500"]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 

@@ -167,3 +167,51 @@ def test_training_view_starts_a_run_streams_its_curve_and_stops_it(app, ui):
     ui.wait_text(eta, r"stopped, step \d+/\d+", timeout=180)
     ui.wait_text(page.locator(".wb-training-runs"), r"stopped")
     watch.assert_clean()
+
+
+def test_closing_the_tab_leaves_its_run_going_and_a_new_tab_follows_it(browser, served_app, ui, vmmoe_home):
+    """A run is its own process: the tab that started it closes, its server session is discarded, the run
+    goes on; a new tab finds it in the runs table and follows it."""
+    from model.train.runs import RunDir, RunHandle
+
+    runs = vmmoe_home / "runs"
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+
+    def open_training():
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        watch = ui.watch_page(page, server=served_app)
+        page.goto(served_app.url)
+        page.locator(".wb-tabs").wait_for(state="visible")
+        open_tab(page, "Training")
+        return context, page, watch
+
+    context, page, watch = open_training()
+    set_number(page, ".wb-training-form", 100_000)  # steps: far more than the test waits for
+    page.locator(".wb-training-start button").click()
+    ui.wait_text(page.locator(".wb-training-eta"), r"running, step \d+/100000", timeout=180)
+    (run,) = set(runs.iterdir()) - before
+    watch.assert_clean()
+    closed_log = served_app.log.read_text().count("WebSocket connection closed")
+    context.close()
+    try:
+        deadline = time.monotonic() + 60
+        while served_app.log.read_text().count("WebSocket connection closed") <= closed_log:
+            assert time.monotonic() < deadline, "the server never saw the tab close"
+            time.sleep(0.2)
+        time.sleep(3.0)  # past the unused-session lifetime (1.5 s, checked every 0.5 s): the session is gone
+        step = RunDir(run).status()["step"]
+        deadline = time.monotonic() + 120
+        while RunDir(run).status()["step"] < step + 5:
+            assert time.monotonic() < deadline, f"the run stopped advancing after its tab closed: {RunDir(run).status()}"
+            time.sleep(0.5)
+        assert RunHandle(run).status()["state"] == "running"
+        context, page, watch = open_training()
+        rows = page.locator(".wb-training-runs .tabulator-row")
+        rows.filter(has_text=run.name).first.click()
+        ui.wait_text(page.locator(".wb-training-eta"), rf"run {run.name}: running, step \d+/100000")
+        watch.assert_clean()
+        context.close()
+    finally:
+        RunHandle(run).stop(timeout=120)

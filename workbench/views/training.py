@@ -184,15 +184,24 @@ class TrainingView(pn.viewable.Viewer):
         return services.run_registry().get(str(path)) or RunHandle(Path(path))
 
     def _follow(self, path: Path, refresh: bool = True):
+        """Show ``path``'s curves from its first step.
+
+        Called from widget callbacks, which Panel runs without the Bokeh document lock: the curves'
+        ColumnDataSource is a raw Bokeh model, so the switch runs as a next-tick callback, which holds the
+        lock when served (and at once in a notebook or a test).
+        """
         from model.train.runs import MetricsTail
 
-        self.current = Path(path)
-        self._tail = MetricsTail(self.current, "train")
-        self._was_alive = True  # until the first poll says otherwise: a run that ends at once is reported
-        self._clear_curves()
-        if refresh:
-            self.refresh_runs()
-        self.poll()
+        def follow():
+            self.current = Path(path)
+            self._tail = MetricsTail(self.current, "train")
+            self._was_alive = True  # until the first poll says otherwise: a run that ends at once is reported
+            self._clear_curves()
+            if refresh:
+                self.refresh_runs()
+            self.poll()
+
+        pn.state.execute(follow, schedule=True)
 
     def _clear_curves(self) -> None:
         self._last_step = 0
