@@ -33,3 +33,26 @@ def default_store(vmmoe_home):
     from model.concepts import open_default_store
 
     return open_default_store()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Kill training runs this session left running (a test that failed before its own cleanup).
+
+    Runs are their own processes, meant to outlive what started them; here that would leave them
+    training on into the next job. Only runs whose folder lies in this session's temp folders are touched.
+    """
+    import psutil
+
+    roots = [str(_SESSION_HOME)]
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        roots.append(str(factory.getbasetemp()))
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "model.train" in cmd and "--run-dir" in cmd:
+            run_dir = cmd[cmd.index("--run-dir") + 1] if cmd.index("--run-dir") + 1 < len(cmd) else ""
+            if any(run_dir.startswith(root) for root in roots):
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass

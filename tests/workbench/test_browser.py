@@ -16,9 +16,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TABS = ["Concepts", "Packing", "States", "Routing", "Leakage", "Training"]
 
 
-@pytest.fixture(scope="module")
-def app(browser, served_app, ui):
-    """(page, watch) on the served app, opened once; the default store is already warm.
+def open_app(browser, served_app, ui):
+    """(context, page, watch): a new browser tab on the served app, its tabs shown.
 
     ``watch.assert_clean()`` also checks that the server logged no exception since the last check.
     """
@@ -28,6 +27,13 @@ def app(browser, served_app, ui):
     watch = ui.watch_page(page, server=served_app)
     page.goto(served_app.url)
     page.locator(".wb-tabs").wait_for(state="visible")
+    return context, page, watch
+
+
+@pytest.fixture(scope="module")
+def app(browser, served_app, ui):
+    """(page, watch) on the served app, opened once; the default store is already warm."""
+    context, page, watch = open_app(browser, served_app, ui)
     yield page, watch
     context.close()
 
@@ -178,24 +184,19 @@ def test_closing_the_tab_leaves_its_run_going_and_a_new_tab_follows_it(browser, 
     before = set(runs.iterdir()) if runs.is_dir() else set()
 
     def open_training():
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        watch = ui.watch_page(page, server=served_app)
-        page.goto(served_app.url)
-        page.locator(".wb-tabs").wait_for(state="visible")
+        context, page, watch = open_app(browser, served_app, ui)
         open_tab(page, "Training")
         return context, page, watch
 
     context, page, watch = open_training()
     set_number(page, ".wb-training-form", 100_000)  # steps: far more than the test waits for
     page.locator(".wb-training-start button").click()
-    ui.wait_text(page.locator(".wb-training-eta"), r"running, step \d+/100000", timeout=180)
-    (run,) = set(runs.iterdir()) - before
-    watch.assert_clean()
-    closed_log = served_app.log.read_text().count("WebSocket connection closed")
-    context.close()
     try:
+        ui.wait_text(page.locator(".wb-training-eta"), r"running, step \d+/100000", timeout=180)
+        (run,) = set(runs.iterdir()) - before
+        watch.assert_clean()
+        closed_log = served_app.log.read_text().count("WebSocket connection closed")
+        context.close()
         deadline = time.monotonic() + 60
         while served_app.log.read_text().count("WebSocket connection closed") <= closed_log:
             assert time.monotonic() < deadline, "the server never saw the tab close"
@@ -212,6 +213,7 @@ def test_closing_the_tab_leaves_its_run_going_and_a_new_tab_follows_it(browser, 
         rows.filter(has_text=run.name).first.click()
         ui.wait_text(page.locator(".wb-training-eta"), rf"run {run.name}: running, step \d+/100000")
         watch.assert_clean()
-        context.close()
     finally:
-        RunHandle(run).stop(timeout=120)
+        context.close()
+        for path in (set(runs.iterdir()) if runs.is_dir() else set()) - before:  # even if it failed early
+            RunHandle(path).stop(timeout=120)

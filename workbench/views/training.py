@@ -230,12 +230,13 @@ class TrainingView(pn.viewable.Viewer):
         status = self._handle(self.current).status()
         alive = bool(status.get("alive"))
         now = time.monotonic()
-        if not alive or status.get("state") != self._shown_state or now - self._drawn_at >= self.redraw_s:
+        changed = status.get("state") != self._shown_state  # e.g. starting -> running: shown at once
+        if not alive or changed or now - self._drawn_at >= self.redraw_s:
             self._draw(status)
             self._drawn_at = now
         ended = self._was_alive and not alive
         self._was_alive = alive
-        if ended or runs_due:
+        if ended or changed or runs_due:
             self.refresh_runs()
         if ended and status.get("state") == "failed":
             self.state.notify(f"run {self.current.name} failed: {status.get('error') or 'see its run.log'}", "error")
