@@ -29,8 +29,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from model.fileio import sha256_file
-
 FLAT_MAX = 100_000
 NPROBE = 32
 SAVE_HOOK_ENV = "VMMOE_STORE_SAVE_SLEEP"  # tests: seconds to sleep between the temp write and the rename
@@ -65,9 +63,6 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", seed: 
 
 def index_kind(index: faiss.Index) -> str:
     return "ivf" if isinstance(faiss.downcast_index(index), faiss.IndexIVF) else "flat"
-
-
-sha256 = sha256_file  # the store's manifest checksum of its index file
 
 
 def fsync_dir(path: Path) -> None:

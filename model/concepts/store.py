@@ -44,9 +44,10 @@ import torch
 
 from model.concepts import checks as C
 from model.concepts.encoder import DEFAULT_ENCODER, Encoder, Progress, canonical_name
-from model.concepts.index import atomic_write_bytes, build_index, choose_kind, index_kind, load_index, save_index, sha256
+from model.concepts.index import atomic_write_bytes, build_index, choose_kind, index_kind, load_index, save_index
 from model.concepts.ingest import TRIPLE_SUFFIXES, RawDocument, read_documents, read_triples, split_sentences
 from model.concepts.sequences import ConceptSequence, graph_chains, split_runs
+from model.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class ConceptStore:
             index = None
             if gen_m == gen_db:
                 file = path / index_file
-                if not file.is_file() or sha256(file) != index_sha:
+                if not file.is_file() or sha256_file(file) != index_sha:
                     if not repair:
                         raise StoreCorruptedError(
                             f"{file} is missing or damaged (checksum differs from {MANIFEST_FILE}); "

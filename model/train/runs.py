@@ -108,14 +108,15 @@ class RunDir:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
 
-    def truncate_metrics(self, after_step: int) -> None:
-        """Drop records past ``after_step`` (a resumed run re-logs the steps after its checkpoint)."""
+    def truncate_metrics(self, after_step: int) -> list[dict]:
+        """Drop records past ``after_step`` (a resumed run re-logs the steps after its checkpoint); returns the kept ones."""
         records = read_metrics(self.path)
         kept = [r for r in records if r.get("step", 0) <= after_step]
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".metrics.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.writelines(json.dumps(r, default=float) + "\n" for r in kept)
         os.replace(tmp, self.metrics_file)
+        return kept
 
     # checkpoints
     def checkpoint_dirs(self) -> list[Path]:
@@ -429,9 +430,10 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
         # the trainer keeps the last eval loss in status.json; runs written before it did are read once more
         eval_loss = st["eval_loss"] if "eval_loss" in st else next(
             (r["loss"] for r in reversed(read_metrics(path, "eval"))), None)
+        latest = run.latest_checkpoint()
         out.append({"name": path.name, "path": str(path), "state": st.get("state"), "step": st.get("step", 0),
                     "steps": cfg.get("steps"), "packing": cfg.get("packing"), "device": st.get("device"),
                     "eval_loss": eval_loss,
-                    "latest_checkpoint": str(run.latest_checkpoint()) if run.latest_checkpoint() else None,
+                    "latest_checkpoint": str(latest) if latest else None,
                     "updated": st.get("updated", "")})
     return sorted(out, key=lambda r: r["updated"], reverse=True)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from model.device import autocast, describe, peak_memory_mb, resolve_device, synchronize
 from model.train.config import TrainConfig
 from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
-from model.train.runs import RunDir, default_runs_dir, find_checkpoint, new_run_name, read_metrics, save_checkpoint
+from model.train.runs import RunDir, default_runs_dir, find_checkpoint, new_run_name, save_checkpoint
 
 
 @dataclass
@@ -311,8 +311,8 @@ class Trainer:
 
             writer = SummaryWriter(str(run.tensorboard))
         if run is not None:
-            run.truncate_metrics(self.step)  # a resumed run re-logs what came after its checkpoint
-            last_eval = next((r for r in reversed(read_metrics(run.path, "eval"))), {})
+            kept = run.truncate_metrics(self.step)  # a resumed run re-logs what came after its checkpoint
+            last_eval = next((r for r in reversed(kept) if r.get("split") == "eval"), {})
             run.write_status(state="running", pid=os.getpid(), step=self.step, steps=cfg.steps, error=None,
                              eval_loss=last_eval.get("loss"), eval_step=last_eval.get("step"),
                              resumed_from=getattr(self, "resumed_from", None), **self.meta)

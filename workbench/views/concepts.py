@@ -95,24 +95,23 @@ class ConceptsView(pn.viewable.Viewer):
         if self._ingest(lambda s: s.add_texts([text], source=self._source.value.strip() or "pasted")):
             self._paste.value = ""
 
-    def add_upload(self, data: bytes | str | None, filename: str, size: int | None = None):
+    def add_upload(self, data: bytes | None, filename: str, size: int | None = None):
         """One uploaded file; ``data`` None means the browser refused it unread (``size`` says why)."""
         if data is not None:
-            size = len(data.encode() if isinstance(data, str) else data)
+            size = len(data)
         if data is None or size > services.MAX_UPLOAD_BYTES:
             self.state.notify(f"{filename} is {size / 2**20:.1f} MB; uploads are limited to "
                               f"{UPLOAD_LIMIT_MB:.0f} MB", "error")
             return
-        if isinstance(data, bytes):
-            try:
-                data = data.decode("utf-8")
-            except UnicodeDecodeError:
-                self.state.notify(f"{filename} is not UTF-8 text", "error")
-                return
-        if not data.strip():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.state.notify(f"{filename} is not UTF-8 text", "error")
+            return
+        if not text.strip():
             self.state.notify(f"{filename} holds no text", "warning")
             return
-        self._ingest(lambda s: s.add_texts([data], source=filename))
+        self._ingest(lambda s: s.add_texts([text], source=filename))
 
     def add_files(self, paths):
         if not paths:

@@ -30,7 +30,9 @@ def same_cell(a, b) -> bool:
     """Equal table cells; a missing value (None, NaN) equals only another missing one."""
     def missing(x):
         return x is None or (isinstance(x, float) and x != x)
-    return missing(a) and missing(b) or (not missing(a) and not missing(b) and bool(a == b))
+    if missing(a) or missing(b):
+        return missing(a) and missing(b)
+    return bool(a == b)
 
 
 class TrainingView(pn.viewable.Viewer):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from model.concepts import ConceptStore
-from model.concepts.index import sha256
+from model.fileio import sha256_file
 
 N = 20_000  # a big enough index (30 MB) that the save is real work
 REPO = Path(__file__).resolve().parents[3]
@@ -66,7 +66,7 @@ def test_sigkill_during_index_save_leaves_a_loadable_store(tmp_path):
     assert (path / "manifest.json").read_text() == manifest_before
     import json
     manifest = json.loads(manifest_before)
-    assert sha256(path / manifest["index_file"]) == manifest["index_sha256"]
+    assert sha256_file(path / manifest["index_file"]) == manifest["index_sha256"]
     # ... and the store opens: the database committed the new sentences, so the stale index is rebuilt
     with ConceptStore.open(path) as again:
         assert len(again) == N + 500 and again.n_vectors == N + 500
