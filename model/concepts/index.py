@@ -15,26 +15,27 @@ Vectors are L2-normalised, so inner product is cosine similarity. The kind follo
   ``benchmarks/bench_concepts.py`` measures latency and recall@10 against flat on uniform and on
   clustered synthetic vectors; ``store.rebuild_index()`` re-trains it after much growth.
 
-Saving is atomic: the index goes to a temporary file in the store folder, is fsynced, and only
-then renamed (``os.replace``) over its final name, so a crash leaves either the old or the new file.
+Saving goes through ``model.fileio.atomic_write`` (temp file, fsync, rename, folder fsync), so a
+crash leaves either the old or the new file. Which file is current, and keeping it in step with the
+database, is ``synced_index``'s job; this module only knows FAISS.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from model.fileio import atomic_write
+
 FLAT_MAX = 100_000
 NPROBE = 32
-SAVE_HOOK_ENV = "VMMOE_STORE_SAVE_SLEEP"  # tests: seconds to sleep between the temp write and the rename
 
 
 def choose_kind(n: int) -> str:
+    """The kind of index for ``n`` vectors (reads ``FLAT_MAX`` at call time, so tests can lower it)."""
     return "flat" if n < FLAT_MAX else "ivf"
 
 
@@ -62,41 +63,19 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", seed: 
 
 
 def index_kind(index: faiss.Index) -> str:
+    """``"flat"`` or ``"ivf"``: what ``build_index`` made, or ``load_index`` read."""
     return "ivf" if isinstance(faiss.downcast_index(index), faiss.IndexIVF) else "flat"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    hook = os.environ.get(SAVE_HOOK_ENV)
-    if hook:  # test hook: a deterministic window in which a kill leaves only the temp file
-        print(f"SAVE_HOOK {tmp}", flush=True)
-        time.sleep(float(hook))
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def save_index(index: faiss.Index, path: Path) -> str:
     """Write the index atomically; returns the file's sha256."""
     data = faiss.serialize_index(index).tobytes()
-    atomic_write_bytes(path, data)
+    atomic_write(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
 def load_index(path: Path) -> faiss.Index:
+    """Read an index file (``nprobe`` is not saved by FAISS, so it is set again here)."""
     index = faiss.read_index(str(path))
     if isinstance(faiss.downcast_index(index), faiss.IndexIVF):
         faiss.downcast_index(index).nprobe = min(NPROBE, faiss.downcast_index(index).nlist)

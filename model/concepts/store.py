@@ -44,10 +44,10 @@ import torch
 
 from model.concepts import checks as C
 from model.concepts.encoder import DEFAULT_ENCODER, Encoder, Progress, canonical_name
-from model.concepts.index import atomic_write_bytes, build_index, choose_kind, index_kind, load_index, save_index
+from model.concepts.index import build_index, choose_kind, index_kind, load_index, save_index
 from model.concepts.ingest import TRIPLE_SUFFIXES, RawDocument, read_documents, read_triples, split_sentences
 from model.concepts.sequences import ConceptSequence, graph_chains, split_runs
-from model.fileio import sha256_file
+from model.fileio import atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -676,8 +676,9 @@ class ConceptStore:
                         "generation": gen, "index_file": name, "index_sha256": digest,
                         "index_kind": index_kind(self._index), "n_vectors": int(self._index.ntotal),
                         "db_file": DB_FILE, "saved": time.time()}
-            atomic_write_bytes(self.path / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
-            for old in self.path.glob("index-*.faiss*"):
+            atomic_write(self.path / MANIFEST_FILE, json.dumps(manifest, indent=1))
+            for old in [*self.path.glob("index-*.faiss"), *self.path.glob(".index-*.faiss.*.tmp"),
+                        *self.path.glob(f".{MANIFEST_FILE}.*.tmp")]:
                 if old.name != name:
                     old.unlink(missing_ok=True)
 
