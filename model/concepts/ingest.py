@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pysbd
+
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 TRIPLE_SUFFIXES = {".tsv"}
@@ -67,7 +69,6 @@ def _windows(paragraph: str, size: int = _WINDOW) -> list[str]:
 def _segment(paragraph: str) -> list[str]:
     global _segmenter
     if _segmenter is None:
-        import pysbd
         _segmenter = pysbd.Segmenter(language="en", clean=False)
     return [s.strip() for w in _windows(paragraph) for s in _segmenter.segment(w) if s.strip()]
 
