@@ -245,3 +245,28 @@ def test_store_switches_to_ivf_past_the_threshold_and_keeps_working(tmp_path, mo
     with ConceptStore.open(path) as again:
         assert again.stats()["index"] == "ivf" and again.n_vectors == 390
         assert again.search(vecs[50], k=1)[0][0].id == ids[50]
+
+
+def test_a_change_that_fails_half_way_leaves_the_store_as_it_was(tmp_path, snapshot, monkeypatch):
+    from model.concepts.database import ConceptDatabase
+
+    store = ConceptStore.create(tmp_path / "store", dim=8)
+    ids = store.add_documents([[f"Sentence {i} tells part {i} of a story." for i in range(6)]], auto_accept=True).ids
+    vecs = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    store.add_vectors(ids[:3], vecs[:3], store.encoder_name)
+    before = snapshot(store.path), store.stats(), store.sentences()
+
+    def fail(self):
+        raise OSError("disk full")
+
+    # the vectors are written in the transaction, then the generation bump fails: all of it rolls back
+    monkeypatch.setattr(ConceptDatabase, "bump_generation", fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.add_vectors(ids[3:], vecs[3:], store.encoder_name)
+    with pytest.raises(OSError, match="disk full"):
+        store.remove(ids[:2])
+    assert (snapshot(store.path), store.stats(), store.sentences()) == before
+    monkeypatch.undo()
+    store.add_vectors(ids[3:], vecs[3:], store.encoder_name)      # and the store goes on working
+    assert store.n_vectors == 6 and store.generation == before[1]["generation"] + 1
+    store.close()
