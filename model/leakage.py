@@ -41,6 +41,10 @@ CHECKS = ("boundary_flip", "pack_invariance", "grad_isolation")
 # ending exactly at the row end, several segments per row and a padded row.
 DEFAULT_ROWS = ((5, 3, 7, 1), (2, 6, 4, 4), (8, 3))
 DEFAULT_LENGTH = 16
+# The forward tolerance of every check is ATOL + RTOL * max |reference| (fp32 roundoff of reordered
+# matmuls); the workbench's heatmap is judged by the same rule (``perturbation_report``).
+ATOL = 1e-5
+RTOL = 1e-5
 
 
 @dataclass
@@ -307,7 +311,7 @@ def _batch_tensors(batch, model: VMMoE, seed: int) -> tuple[torch.Tensor, torch.
 
 
 def audit(model_or_config, batch=None, *, target: tuple[int, int] | None = None, seed: int = 0,
-          atol: float = 1e-5, rtol: float = 1e-5, grad_atol: float = 0.0) -> AuditReport:
+          atol: float = ATOL, rtol: float = RTOL, grad_atol: float = 0.0) -> AuditReport:
     """Run the three checks on a model (or a fresh model of a config) and return the AuditReport.
 
     batch  : a PackedBatch (``.values``, ``.segment_ids``), a (values, segment_ids) tuple, or None
@@ -345,11 +349,56 @@ def audit(model_or_config, batch=None, *, target: tuple[int, int] | None = None,
     return AuditReport(rows=rows, config=model.config.to_dict(), target=(row, seg), target_moved=moved, notes=notes)
 
 
-def perturbation_effect(model: VMMoE, batch, segment: tuple[int, int] = (0, 0), seed: int = 0) -> torch.Tensor:
-    """(n_layers+1, S) float32 CPU: max |delta| of each segment's residual stream (after in_proj, then
-    after each block) when segment (row, seg) is replaced by noise. Row 0 of the result is the
-    embedding; on an isolated model every column but the flipped segment's is 0 up to fp32
-    roundoff (the MoE's per-expert matmuls change size when the flipped tokens reroute)."""
+@dataclass
+class PerturbationEffect:
+    """How far a noise flip of one segment moved every segment, judged by the audit's own tolerance.
+
+    effect : (n_layers+1, S) float32 CPU, max |delta| of each segment's residual stream (after in_proj,
+             then after each block); column ``flipped`` is the flipped segment itself
+    tol    : (n_layers+1,) float32, the boundary_flip tolerance of each layer: ``atol + rtol * max |x|``
+             over the other segments' unflipped activations (as ``audit`` computes it)
+    """
+    effect: torch.Tensor
+    tol: torch.Tensor
+    flipped: int                       # the flipped segment's column (its global segment index in the batch)
+    layers: list[str]                  # "embed", "0", ... one name per row of ``effect``
+
+    @property
+    def others(self) -> torch.Tensor:
+        """``effect`` with the flipped segment's column set to 0 (its own change is not a leak)."""
+        out = self.effect.clone()
+        out[:, self.flipped] = 0.0
+        return out
+
+    @property
+    def worst(self) -> float:
+        """The largest change in any other segment."""
+        return float(self.others.max()) if self.effect.numel() else 0.0
+
+    @property
+    def leaking(self) -> torch.Tensor:
+        """(n_layers+1, S) bool: cells of other segments above their layer's tolerance."""
+        return self.others > self.tol[:, None]
+
+    @property
+    def leaks(self) -> bool:
+        """Whether any other segment moved by more than the audit's tolerance: the verdict."""
+        return bool(self.leaking.any())
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.leaks else "PASS"
+
+    @property
+    def tol_max(self) -> float:
+        """The largest per-layer tolerance (one number for a summary line)."""
+        return float(self.tol.max()) if self.tol.numel() else ATOL
+
+
+def perturbation_report(model: VMMoE, batch, segment: tuple[int, int] = (0, 0), seed: int = 0,
+                        atol: float = ATOL, rtol: float = RTOL) -> PerturbationEffect:
+    """``perturbation_effect`` with the tolerance and verdict of the audit's boundary_flip check, so a
+    picture of it is judged by the same rule as the audit (see ``PerturbationEffect``)."""
     values, ids = _batch_tensors(batch, model, seed)
     gidx, n_segments = global_segment_index(ids)
     row, seg = segment
@@ -364,8 +413,20 @@ def perturbation_effect(model: VMMoE, batch, segment: tuple[int, int] = (0, 0), 
         _, acts_a = _run(model, values, ids)
         _, acts_b = _run(model, flipped, ids)
     real = gidx >= 0
+    others = real & (gidx != target_g)
     effect = torch.zeros(len(keys), n_segments)
+    tol = torch.zeros(len(keys))
     for i, k in enumerate(keys):
         delta = (acts_a[k] - acts_b[k]).abs().amax(-1)[real].float().cpu()  # (N,)
         effect[i] = torch.zeros(n_segments).scatter_reduce(0, gidx[real].cpu(), delta, reduce="amax")
-    return effect
+        tol[i] = _tol(acts_a[k][others], atol, rtol)
+    return PerturbationEffect(effect=effect, tol=tol, flipped=target_g, layers=[k[0] for k in keys])
+
+
+def perturbation_effect(model: VMMoE, batch, segment: tuple[int, int] = (0, 0), seed: int = 0) -> torch.Tensor:
+    """(n_layers+1, S) float32 CPU: max |delta| of each segment's residual stream (after in_proj, then
+    after each block) when segment (row, seg) is replaced by noise. Row 0 of the result is the
+    embedding; on an isolated model every column but the flipped segment's is 0 up to fp32
+    roundoff (the MoE's per-expert matmuls change size when the flipped tokens reroute).
+    ``perturbation_report`` adds the audit's tolerance and verdict."""
+    return perturbation_report(model, batch, segment, seed).effect

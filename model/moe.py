@@ -42,6 +42,9 @@ class RoutingStats:
     balance_loss_per_segment: torch.Tensor  # (S,) balance loss charged to each segment (its row's when leaky)
     z_loss_per_segment: torch.Tensor        # (S,) mean logsumexp(logits)^2 over the segment's tokens
     load: torch.Tensor                      # (E,) share of all assignments per expert
+    # (S,) the aux loss charged to each segment: balance_coef * balance_loss_per_segment
+    # + z_loss_coef * z_loss_per_segment (the layer's coefficients; keeps its graph like its two parts)
+    aux_loss_per_segment: torch.Tensor | None = None
 
 
 @dataclass
@@ -160,6 +163,7 @@ class MoE(nn.Module):
             balance_loss_per_segment=balance_per_segment,
             z_loss_per_segment=z_per_segment,
             load=counts_seg.sum(0) / (k * real_pos.numel()),
+            aux_loss_per_segment=self.balance_coef * balance_per_segment + self.z_loss_coef * z_per_segment,
         )
         loss = self.balance_coef * balance + self.z_loss_coef * z
         return out, MoEAux(loss=loss, balance=balance, z=z, stats=stats)

@@ -24,6 +24,16 @@ class Trace:
     router_topk: torch.Tensor | None = None              # (M, rows, L, k) int64, -1 at padding
     expert_share_per_segment: torch.Tensor | None = None  # (M, S, E)
 
+    def boundaries(self, row: int = 0) -> list[int]:
+        """Positions (> 0) of ``row`` where a new segment starts: the boundaries an isolated model resets
+        at. They come from the layout, so a leaky pass (``reset_mask`` only at the row start) has them too."""
+        starts = segment_starts(self.segment_ids[row:row + 1])[0]
+        return [int(i) for i in starts[1:].nonzero().flatten() + 1]
+
+    def n_segments(self, row: int = 0) -> int:
+        """How many segments ``row`` holds (0 for an all-padding row)."""
+        return int(self.segment_ids[row].max()) + 1 if self.segment_ids.shape[1] else 0
+
     def to_dict(self) -> dict:
         """Plain lists and ints (JSON-ready)."""
         def plain(t):

@@ -41,9 +41,16 @@ from __future__ import annotations
 
 import panel as pn
 import param
+from panel.io import hold
 
 from workbench import services
 from workbench.state import WorkbenchState
+from workbench.views.concepts import ConceptsView
+from workbench.views.leakage import LeakageView
+from workbench.views.packing import PackingView
+from workbench.views.routing import RoutingView
+from workbench.views.states import StatesView
+from workbench.views.training import TrainingView
 
 TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
 EXTENSIONS = ("tabulator",)
@@ -56,13 +63,6 @@ class WorkbenchApp(pn.viewable.Viewer):
 
     def __init__(self, state: WorkbenchState | None = None, store=None, **params):
         super().__init__(**params)
-        from workbench.views.concepts import ConceptsView
-        from workbench.views.leakage import LeakageView
-        from workbench.views.packing import PackingView
-        from workbench.views.routing import RoutingView
-        from workbench.views.states import StatesView
-        from workbench.views.training import TrainingView
-
         self.state = state or WorkbenchState()
         if self.state.model is None:
             self.state.use_default_model()
@@ -99,8 +99,6 @@ class WorkbenchApp(pn.viewable.Viewer):
         Everything one poll changes reaches the browser as ONE message (``hold``): BokehJS re-scans its
         document and lays out once per message, a cost a training run on the same machine pays.
         """
-        from panel.io import hold
-
         with hold():
             self._poll()
 

@@ -22,6 +22,11 @@ def _figure(title: str, height: int = 300, **kw):
     return figure(title=title, height=height, tools=TOOLS, toolbar_location="right", **kw)
 
 
+def layer_names(n_layers: int) -> list[str]:
+    """Axis labels of the residual-stream rows: after in_proj, then after each block."""
+    return ["in_proj"] + [f"block {i}" for i in range(n_layers)]
+
+
 def as_numpy(t) -> np.ndarray:
     if isinstance(t, torch.Tensor):
         return t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()

@@ -17,6 +17,12 @@ from typing import Any, Callable
 import panel as pn
 import torch
 
+from model.concepts import open_default_store
+from model.config import VMMoEConfig
+from model.leakage import leaky_config
+from model.train.runs import default_runs_dir as _runs_dir
+from model.vmmoe import LeakyConfigWarning, VMMoE
+
 DEFAULT_STORE_KEY = "vmmoe-workbench:default-store"
 RUNS_KEY = "vmmoe-workbench:runs"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # uploads above this are refused (shown in the UI)
@@ -36,8 +42,7 @@ def shared(key: str, factory: Callable[[], Any]) -> Any:
 
 def default_runs_dir() -> Path:
     """Where training runs go (``$VMMOE_HOME/runs``), as the training package decides."""
-    from model.train.runs import default_runs_dir as runs_dir
-    return runs_dir()
+    return _runs_dir()
 
 
 def plain_error(exc: BaseException) -> str:
@@ -95,7 +100,6 @@ class BackgroundJob:
 def default_store_job() -> BackgroundJob:
     """The process-wide job that opens (and on a first start builds) the default concept store."""
     def open_store(progress):
-        from model.concepts import open_default_store
         return open_default_store(progress=progress)
 
     job = shared(DEFAULT_STORE_KEY, lambda: BackgroundJob(open_store, name="default-store").start())
@@ -107,9 +111,6 @@ def default_store_job() -> BackgroundJob:
 
 def default_model(d_concept: int, seed: int = DEFAULT_SEED):
     """A freshly initialised small VMMoE with a fixed seed (the global RNG is left untouched)."""
-    from model.config import VMMoEConfig
-    from model.vmmoe import VMMoE
-
     config = VMMoEConfig(d_concept=d_concept, **DEFAULT_MODEL)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -119,9 +120,6 @@ def default_model(d_concept: int, seed: int = DEFAULT_SEED):
 
 def leaky_twin(model):
     """The same weights with ``isolate_segments=False`` (resets off): the leaky configuration."""
-    from model.leakage import leaky_config
-    from model.vmmoe import LeakyConfigWarning, VMMoE
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LeakyConfigWarning)
         twin = VMMoE(leaky_config(model.config))

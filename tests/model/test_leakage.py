@@ -10,7 +10,8 @@ import torch
 
 from model.cli import main
 from model.config import VMMoEConfig
-from model.leakage import AuditReport, audit, default_batch, leaky_config, perturbation_effect
+from model.leakage import (ATOL, RTOL, AuditReport, audit, default_batch, leaky_config, perturbation_effect,
+                           perturbation_report)
 from model.vmmoe import LeakyConfigWarning, VMMoE
 
 TINY = VMMoEConfig(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2)
@@ -93,6 +94,29 @@ def test_perturbation_effect_isolated_and_leaky():
     assert torch.all(leaky[0, 2:] == 0)  # the embedding is token-wise even when leaky
     assert leaky[-1, 2] > 1e-3 and leaky[-1, 3] > 1e-6  # later segments of the same row move
     assert leaky[:, 0].max() <= 1e-6 and leaky[:, 4:].max() <= 1e-6  # earlier segments and other rows do not
+
+
+def test_perturbation_report_judges_the_heatmap_by_the_audits_tolerance():
+    values, ids = default_batch(16)
+    torch.manual_seed(0)
+    model = VMMoE(TINY)
+    rep = perturbation_report(model, (values, ids), segment=(0, 1))
+    torch.testing.assert_close(rep.effect, perturbation_effect(model, (values, ids), segment=(0, 1)))
+    assert rep.flipped == 1 and rep.layers == ["embed", "0", "1"] and rep.tol.shape == (TINY.n_layers + 1,)
+    assert torch.all(rep.tol >= ATOL) and rep.worst <= 1e-6 and not rep.leaks and rep.verdict == "PASS"
+    assert rep.others[:, 1].eq(0).all() and rep.effect[:, 1].min() > 0.1
+    # the same rule as the audit's boundary_flip check on the same flip: both pass
+    assert audit(model, (values, ids), target=(0, 1)).check("boundary_flip")["passed"]
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeakyConfigWarning)
+        leaky_model = VMMoE(leaky_config(TINY))
+    leaky = perturbation_report(leaky_model, (values, ids), segment=(0, 1))
+    assert leaky.leaks and leaky.verdict == "FAIL" and leaky.worst > leaky.tol_max
+    assert leaky.leaking[-1, 2] and not leaky.leaking[:, 0].any() and not leaky.leaking[:, 1].any()
+    assert not audit(leaky_model, (values, ids), target=(0, 1)).check("boundary_flip")["passed"]
+    # a larger tolerance is the caller's choice, applied the audit's way (atol + rtol * max |x|)
+    assert not perturbation_report(leaky_model, (values, ids), segment=(0, 1), atol=1e3, rtol=RTOL).leaks
 
 
 def test_audit_bad_input():

@@ -137,3 +137,18 @@ def test_leaky_row_wide_balance_statistics_leak():
     assert (per_seg[1] - aux_iso.stats.balance_loss_per_segment[1]).abs() > 1e-4
     (g,) = torch.autograd.grad(per_seg[1], x)
     assert g[0, 0:5].abs().max() > 0  # segment 0's inputs move segment 1's aux loss: the leak
+
+
+def test_aux_loss_per_segment_is_the_layers_weighting_and_equals_the_segment_run_alone():
+    """What the Routing view draws: each segment's aux loss, weighted by the layer's own coefficients."""
+    moe = _moe()
+    x = torch.randn(2, 12, 32)
+    _, aux = moe(x, SEG)
+    st = aux.stats
+    torch.testing.assert_close(st.aux_loss_per_segment,
+                               CFG.balance_coef * st.balance_loss_per_segment + CFG.z_loss_coef * st.z_loss_per_segment)
+    assert st.aux_loss_per_segment.shape == (len(SPANS),)
+    for s, (r, a, b) in enumerate(SPANS):
+        _, alone = moe(x[r:r + 1, a:b])
+        torch.testing.assert_close(st.aux_loss_per_segment[s], alone.stats.aux_loss_per_segment[0])
+    assert st.aux_loss_per_segment.requires_grad  # keeps its graph, like its two parts

@@ -52,3 +52,10 @@ def test_trace_contents():
 def test_leaky_trace_shows_resets_only_at_row_starts():
     tr = _model(isolate_segments=False)(torch.randn(2, 12, 16), IDS, trace=True).trace
     assert tr.reset_mask.sum() == 2 and tr.reset_mask[:, 0].all()
+
+
+def test_trace_boundaries_come_from_the_layout_even_when_leaky():
+    for isolate in (True, False):
+        tr = _model(isolate_segments=isolate)(torch.randn(2, 12, 16), IDS, trace=True).trace
+        assert tr.boundaries(0) == [4, 9] and tr.boundaries(1) == []
+        assert tr.n_segments(0) == 3 and tr.n_segments(1) == 1

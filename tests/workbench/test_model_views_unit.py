@@ -32,6 +32,8 @@ def test_the_model_views_start_on_a_row_with_several_segments(state):
 
 def test_states_heatmap_is_layers_by_positions(state):
     view = StatesView(state)
+    spans = view._heat.object.center[2:]  # the dashed boundary lines, after the two grids
+    assert [s.location for s in spans if hasattr(s, "location")] == state.row_output().trace.boundaries(0)
     used = int((state.batch.segment_ids[state.row] >= 0).sum())
     assert view.matrix.shape == (TINY["n_layers"] + 1, used)
     image = view._heat.object.renderers[0].data_source.data["image"][0]
@@ -71,6 +73,9 @@ def test_routing_view_draws_the_routing_stats(state):
     assert view.token_probs.shape == (TINY["n_experts"], used)
     assert view.segment_aux.shape == (n_seg,)
     assert view.load.shape == (len(state.model.config.moe_layers), TINY["n_experts"])
+    # the bars are the model's own per-segment aux loss, not a re-derivation
+    stats = state.row_output().routing[view.layer]
+    np.testing.assert_array_equal(view.segment_aux, stats.aux_loss_per_segment.detach().numpy())
     view.layer = 5
     assert state.messages[-1][0] == "error" and "MoE layer 5" in state.messages[-1][1]
 
@@ -81,6 +86,7 @@ def test_leakage_view_passes_isolated_and_fails_leaky(state):
     assert view.effect.shape == (TINY["n_layers"] + 1, n_seg)
     assert view.effect[:, 1:].max() < 1e-5                     # perturbing segment 0 changes no other segment
     assert view.effect[:, 0].max() > 1.0 and not view.leaks
+    assert view.leaks is view.perturbation.leaks  # the model layer's verdict, by the audit's tolerance
     view.run_audit(wait=True)
     assert view.verdict == "PASS" and "wb-pass" in view._badge.object
     view.leaky = True

@@ -1,5 +1,7 @@
 """Training view without a browser: a tiny real run in its own process, curves streamed from its metrics,
-the checkpoint picker setting the model the other views inspect, bad settings as notifications."""
+the checkpoint picker setting the model the other views inspect, bad settings as notifications.
+(The run monitor's state machine and the schema-built form are tested on their own in
+``test_training_monitor_unit.py`` and ``test_training_form_unit.py``.)"""
 from __future__ import annotations
 
 import time
@@ -25,6 +27,10 @@ def poll_until(view, done, timeout=180.0):
     pytest.fail(f"the run did not get there within {timeout:.0f} s: {view._eta.object}")
 
 
+def steps(view) -> list:
+    return view.curves.source.data["step"]
+
+
 @pytest.fixture
 def state(tmp_path):
     st = WorkbenchState(runs_dir=str(tmp_path / "runs"))
@@ -34,7 +40,8 @@ def state(tmp_path):
 
 def test_device_choice_shows_what_auto_resolves_to(state):
     view = TrainingView(state)
-    assert '"auto"' in view._device_label.object and "resolves to **cpu**" in view._device_label.object
+    label = view.form.device_label.object
+    assert '"auto"' in label and "resolves to **cpu**" in label
 
 
 def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(state):
@@ -42,31 +49,32 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     handle = view.start()
     assert handle is not None and state.messages[-1][0] == "success"
     try:
-        poll_until(view, lambda: len(view.source.data["step"]) >= 2)
-        assert view.source.data["step"][:2] == [1, 2]
-        poll_until(view, lambda: not handle.is_alive() and len(view.source.data["step"]) == 4)
+        poll_until(view, lambda: len(steps(view)) >= 2)
+        assert steps(view)[:2] == [1, 2]
+        poll_until(view, lambda: not handle.is_alive() and len(steps(view)) == 4)
     finally:
         if handle.is_alive():
             handle.kill()
     assert view._progress.value == 100
-    assert all(v == v for v in view.source.data["loss"])  # finite numbers, no NaN
-    runs = view._runs.value
+    assert all(v == v for v in view.curves.source.data["loss"])  # finite numbers, no NaN
+    runs = view.runs.table.value
     assert list(runs["name"]) == [handle.path.name] and runs.iloc[0]["state"] == "finished"
     # the checkpoint picker drives the model of the States/Routing/Leakage views
-    view._ckpt_run.value = handle.path.name
-    assert list(view._ckpt.options) == ["step_000004", "step_000002"]
-    view._ckpt.value = view._ckpt.options["step_000004"]
+    picker = view.checkpoints
+    picker.run.value = handle.path.name
+    assert list(picker.checkpoint.options) == ["step_000004", "step_000002"]
+    picker.checkpoint.value = picker.checkpoint.options["step_000004"]
     before = state.model
     view.use_checkpoint()
     assert state.model is not before and state.model.config.d_model == 16
     assert "step_000004" in state.model_label
-    view._compare_a.value = handle.path.name
-    assert view._compare.object is not None
+    view.compare.run_a.value = handle.path.name
+    assert view.compare.figure.object is not None
     # another session (a reopened tab) sees the run in the table and follows it by selecting it
     other = TrainingView(state)
-    assert other.current is None and len(other.source.data["step"]) == 0
-    other._runs.selection = [0]
-    assert other.current == handle.path and other.source.data["step"] == [1, 2, 3, 4]
+    assert other.current is None and len(steps(other)) == 0
+    other.runs.table.selection = [0]
+    assert other.current == handle.path and steps(other) == [1, 2, 3, 4]
 
 
 def test_bad_settings_are_notifications_not_exceptions(state):
@@ -89,17 +97,18 @@ def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
     for i, name in enumerate(["a-run", "b-run"]):
         RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
     view = TrainingView(state)
-    table = view._runs.value
+    table = view.runs.table.value
     assert list(table["name"]) == ["b-run", "a-run"]  # newest first
-    view._runs.selection = [0]
+    view.runs.table.selection = [0]
     RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)  # still the newest: same order
     view.refresh_runs()
-    assert view._runs.value is table  # patched in place, not replaced
+    assert view.runs.table.value is table  # patched in place, not replaced
     assert table.iloc[0]["step"] == 7 and table.iloc[0]["eval_loss"] == 0.25 and table.iloc[1]["step"] == 0
     assert view.selected_run().name == "b-run"
     RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view.refresh_runs()
-    assert list(view._runs.value["name"]) == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
+    assert list(view.runs.table.value["name"]) == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
+    assert view.runs.table.selection == [1]
 
 
 def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(state):
@@ -118,15 +127,32 @@ def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(s
     log(1, 2, 3)
     view = TrainingView(state, redraw_s=3600.0)
     view._follow(run.path)
-    assert view.source.data["step"] == [1, 2, 3] and "running, step 3/10" in view._eta.object
+    assert steps(view) == [1, 2, 3] and "running, step 3/10" in view._eta.object
     log(4, 5)
     view.poll()  # read, not drawn yet
-    assert view.source.data["step"] == [1, 2, 3] and view._progress.value == 30
-    view._drawn_at -= 3600.0  # as if redraw_s had passed
+    assert steps(view) == [1, 2, 3] and view._progress.value == 30
+    view.monitor.drawn_at -= 3600.0  # as if redraw_s had passed
     view.poll()
-    assert view.source.data["step"] == [1, 2, 3, 4, 5] and view._progress.value == 50
+    assert steps(view) == [1, 2, 3, 4, 5] and view._progress.value == 50
     assert "about 2 s left" in view._eta.object  # 5 steps left at 0.5 s each
     log(6)
     run.write_status(state="finished", step=6)  # a state change is drawn at once
     view.poll()
-    assert view.source.data["step"][-1] == 6 and "finished, step 6/10" in view._eta.object
+    assert steps(view)[-1] == 6 and "finished, step 6/10" in view._eta.object
+
+
+def test_refreshing_the_table_does_not_move_the_followed_run_back_to_the_selected_row(state):
+    """The table's selection is the user's: re-reading the table (a new run at the top) keeps it on its
+    row and does not switch the view back to it while the view follows another run."""
+    from model.train.runs import RunDir
+
+    runs = state.runs_dir
+    for i, name in enumerate(["a-run", "b-run"]):
+        RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
+    view = TrainingView(state)
+    view.runs.table.selection = [1]
+    assert view.current.name == "a-run"
+    new = RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
+    view._follow(new.path)  # what start() does
+    assert view.current.name == "c-run" and list(view.runs.table.value["name"])[0] == "c-run"
+    assert view.selected_run().name == "a-run" and view.current.name == "c-run"

@@ -1,5 +1,6 @@
 """Leakage view: perturb one segment of a packed row and see what it changes in every other segment, per
-layer (``model.leakage.perturbation_effect``); the leakage audit's verdict as a PASS / FAIL badge.
+layer (``model.leakage.perturbation_report``, judged by the audit's own tolerance); the leakage audit's
+verdict as a PASS / FAIL badge.
 The "leaky" switch inspects the same weights with resets off, which the audit must fail (red).
 """
 from __future__ import annotations
@@ -9,12 +10,12 @@ import panel as pn
 import param
 from bokeh.palettes import Reds256
 
+from model.leakage import audit, perturbation_report
 from workbench import plots, services
+from workbench.plots import layer_names
 from workbench.state import WorkbenchState
 from workbench.views.base import LazyView
-from workbench.views.states import layer_names
 
-LEAK_TOL = 1e-5  # fp32 roundoff of reordered matmuls stays below this (the audit's own atol)
 BADGE = ('<span class="wb-badge {cls}" style="display:inline-block;padding:4px 14px;border-radius:6px;'
          'font-weight:bold;font-size:1.3em;color:white;background:{bg}">{text}</span>')
 
@@ -27,9 +28,10 @@ class LeakageView(LazyView):
         super().__init__(**params)
         self.state = state
         self.effect = None     # (n_layers+1, S) max |Δ| drawn now
+        self.perturbation = None  # the model.leakage.PerturbationEffect drawn now (effect, tolerance, verdict)
         self.report = None     # the last AuditReport
         self.verdict = ""      # "PASS" / "FAIL" / ""
-        self.leaks = False     # the heatmap shows a change above LEAK_TOL outside the perturbed segment
+        self.leaks = False     # the heatmap shows a change above the audit's tolerance outside the perturbed segment
         self._job: services.BackgroundJob | None = None
         self._heat = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-leakage-heatmap"])
         self._badge = pn.pane.HTML("", css_classes=["wb-leakage-badge"])
@@ -52,8 +54,6 @@ class LeakageView(LazyView):
 
     @param.depends("segment", "leaky", watch=True)
     def draw(self):
-        from model.leakage import perturbation_effect
-
         if not self.should_draw():
             return
         if self.state.batch is None or self.state.model is None:
@@ -65,29 +65,27 @@ class LeakageView(LazyView):
             if not 0 <= self.segment < n_seg:
                 raise ValueError(f"segment {self.segment} does not exist: row {self.state.row} has {n_seg} segments "
                                  f"(0..{n_seg - 1})")
-            self.effect = plots.as_numpy(perturbation_effect(self._model(), (values, ids), segment=(0, self.segment)))
+            rep = perturbation_report(self._model(), (values, ids), segment=(0, self.segment))
         except ValueError as exc:
             self.state.fail(exc)
             return
-        others = self.effect.copy()
-        others[:, self.segment] = 0.0
-        worst = float(others.max()) if others.size else 0.0
+        self.perturbation, self.effect = rep, plots.as_numpy(rep.effect)
+        worst, tol = rep.worst, rep.tol_max
         title = (f"max |Δ| in each segment when segment {self.segment} of row {self.state.row} is replaced by noise "
                  "(the perturbed segment in grey)" + (" — RESETS OFF (leaky)" if self.leaky else ""))
         shown = self.effect.astype(float).copy()
         shown[:, self.segment] = np.nan  # its own change would swamp the colour scale
         self._heat.object = plots.heatmap(shown, title, "segment", "layer", layer_names(shown.shape[0] - 1),
-                                          low=0.0, high=max(worst, 10 * LEAK_TOL), palette=Reds256[::-1],
+                                          low=0.0, high=max(worst, 10 * tol), palette=Reds256[::-1],
                                           value_name="max |Δ|", x_names=[str(i) for i in range(shown.shape[1])])
-        verdict = "it **leaks**" if worst > LEAK_TOL else f"below fp32 roundoff ({LEAK_TOL:g}): nothing crosses a boundary"
+        verdict = ("it **leaks** (above the audit's tolerance)" if rep.leaks else
+                   f"within the audit's fp32 tolerance (up to {tol:.2g}): nothing crosses a boundary")
         self._summary.object = f"Largest change in any **other** segment: **{worst:.3g}**: {verdict}."
-        self.leaks = worst > LEAK_TOL
+        self.leaks = rep.leaks
         self._set_badge("")
 
     def run_audit(self, wait: bool = False) -> None:
         """Start ``model.leakage.audit`` on this model (or its leaky twin) in the background."""
-        from model.leakage import audit
-
         if self._job is not None and not self._job.finished:
             self.state.notify("an audit is already running", "warning")
             return

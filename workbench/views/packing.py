@@ -3,15 +3,16 @@ vs padded side by side, and the length histogram. The chosen batch drives States
 
 The layouts depend only on the sequence lengths, so they are drawn from ``pack_sequences`` over
 1-wide placeholders (cheap even for 10,000 segments); the batch handed to the model views is packed
-from the real vectors.
+from the real vectors. Synthetic data is the model layer's (``model.synthetic.demo_sequences``).
 """
 from __future__ import annotations
 
-import numpy as np
 import panel as pn
 import param
 import torch
 
+from model.packing import pack_sequences
+from model.synthetic import demo_sequences
 from workbench import plots
 from workbench.state import WorkbenchState
 
@@ -56,7 +57,7 @@ class PackingView(pn.viewable.Viewer):
         else:
             key = ("synthetic", self.n_synthetic, self.mean_len, self.seed, self.state.d_concept)
             if key != self._seqs_key:
-                self._seqs = synthetic_sequences(self.n_synthetic, self.mean_len, self.state.d_concept, self.seed)
+                self._seqs = demo_sequences(self.n_synthetic, self.mean_len, self.state.d_concept, self.seed)
         self._seqs_key = key
         return self._seqs
 
@@ -67,8 +68,6 @@ class PackingView(pn.viewable.Viewer):
     # --- compute and draw ---------------------------------------------------------------------------
     @param.depends("data", "max_len", "strategy", "mode", "n_synthetic", "mean_len", "seed", watch=True)
     def recompute(self):
-        from model.packing import pack_sequences
-
         seqs = self.sequences()
         if not seqs:
             self._waiting.object = ("**Waiting for the concept store** (it is being built on this first start)."
@@ -109,8 +108,6 @@ class PackingView(pn.viewable.Viewer):
             f"({padded.segment_ids.shape[0]} rows) · padded runs {speedup:.2f}× the positions of packed.")
 
     def _hand_batch_to_model_views(self, seqs: list[torch.Tensor]):
-        from model.packing import pack_sequences
-
         b = self.layout_batch
         size = b.segment_ids.numel() * seqs[0].shape[1] * 4
         if size > MAX_BATCH_BYTES:
@@ -138,17 +135,3 @@ class PackingView(pn.viewable.Viewer):
             self._hist_pane,
             sizing_mode="stretch_width", css_classes=["wb-packing"],
         )
-
-
-
-def synthetic_sequences(n: int, mean_len: int, d: int, seed: int = 0) -> list[torch.Tensor]:
-    """n random unit-vector sequences, lengths geometric with mean ``mean_len`` (>= 2), as views of one tensor.
-
-    Layout demo data (10,000 sequences in well under a second); the learnable synthetic documents
-    for training are ``model.train.data.synthetic_sequences``.
-    """
-    rng = np.random.default_rng(seed)
-    lengths = rng.geometric(1.0 / max(1, mean_len - 1), size=n) + 1
-    g = torch.Generator().manual_seed(seed)
-    flat = torch.nn.functional.normalize(torch.randn(int(lengths.sum()), d, generator=g), dim=-1)
-    return list(torch.split(flat, lengths.tolist()))

@@ -11,7 +11,6 @@ import param
 from workbench import plots
 from workbench.state import WorkbenchState
 from workbench.views.base import LazyView
-from workbench.views.states import boundaries
 
 
 class RoutingView(LazyView):
@@ -57,14 +56,13 @@ class RoutingView(LazyView):
         row = self.state.row
         self.shares = plots.as_numpy(stats.expert_share_per_segment)
         self.token_probs = plots.as_numpy(stats.probs[0]).T
-        self.segment_aux = (cfg.balance_coef * plots.as_numpy(stats.balance_loss_per_segment)
-                            + cfg.z_loss_coef * plots.as_numpy(stats.z_loss_per_segment))
+        self.segment_aux = plots.as_numpy(stats.aux_loss_per_segment)
         self.load = np.stack([plots.as_numpy(s.load) for s in out.routing])
         self._shares.object = plots.expert_share_bars(
             self.shares, f"expert share per segment, MoE layer {self.layer} (block {block}), row {row}")
         self._tokens.object = plots.heatmap(
             self.token_probs, f"router probability, token x expert (block {block})", "position", "expert",
-            [str(e) for e in range(self.token_probs.shape[0])], boundaries(out.trace.segment_ids), low=0.0,
+            [str(e) for e in range(self.token_probs.shape[0])], out.trace.boundaries(0), low=0.0,
             high=1.0, value_name="p")
         self._aux.object = plots.segment_bars(
             self.segment_aux, "aux loss charged to each segment (balance_coef·balance + z_loss_coef·z)", "aux loss")

@@ -1,5 +1,5 @@
 """States view: the residual stream's norm per layer x position for one packed row (from the model's
-``Trace``), with segment boundaries marked. The "resets off (leaky)" switch runs the same weights with
+``Trace``), with the trace's segment boundaries marked. The "resets off (leaky)" switch runs the same weights with
 ``isolate_segments=False`` and shows how far the leaky states differ from the isolated ones: zero in
 each row's first segment, then the state carrying over into every later segment.
 """
@@ -11,18 +11,9 @@ import param
 from bokeh.palettes import Inferno256
 
 from workbench import plots
+from workbench.plots import layer_names
 from workbench.state import WorkbenchState
 from workbench.views.base import LazyView
-
-
-def layer_names(n_layers: int) -> list[str]:
-    return ["in_proj"] + [f"block {i}" for i in range(n_layers)]
-
-
-def boundaries(segment_ids) -> list[int]:
-    """Positions (> 0) where a new segment starts in a (1, L) row."""
-    ids = plots.as_numpy(segment_ids).reshape(-1)
-    return [int(i) for i in np.flatnonzero(ids[1:] != ids[:-1]) + 1 if ids[i] >= 0]
 
 
 class StatesView(LazyView):
@@ -55,7 +46,7 @@ class StatesView(LazyView):
             return
         trace = out.trace
         norm = plots.as_numpy(trace.hidden_norm[:, 0])            # (n_layers+1, L)
-        cuts = boundaries(trace.segment_ids)
+        cuts = trace.boundaries(0)
         names = layer_names(norm.shape[0] - 1)
         row = self.state.row
         if leaky_out is None:
