@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 16
+DEFAULT_CHUNK = 8  # measured on an H200: T=8 12.0 ms, 16 13.3 ms, 32 14.8 ms (b=8 d=512 n=16 l=1024 fwd+bwd)
 
 
 def _doubling(a, h, reverse: bool = False):
