@@ -1,4 +1,4 @@
-"""Selective scan, forward + backward: chunked (leak-free, packed) vs reference vs mamba.py's pscan.
+"""Selective scan, forward + backward: triton, vectorized, chunked (leak-free, packed) vs reference vs mamba.py's pscan.
 
     python -m benchmarks.bench_scan                 # b=8, d=512, n=16, l=1024 on CPU
     python -m benchmarks.bench_scan --quick         # smaller, for a smoke run
@@ -8,7 +8,9 @@ The chunked and reference backends run on packed rows (seq_idx with segments of 
 state reset at every boundary); pscan cannot isolate segments and runs the same math unpacked,
 so the comparison is "leak-free packed" against "fast but leaky". Alternatives of the chunked
 backend are measured side by side: chunk sizes, and the two scans inside a chunk (the in-place
-loop, the CPU default, and Hillis-Steele doubling, the GPU default). Cases are timed round-robin (one repeat of each in turn), so load
+loop, the CPU default, and Hillis-Steele doubling), the vectorised all-chunks-at-once scan at
+several chunk sizes, and on CUDA the fused Triton kernel (fp32 and bf16 inputs, packed and not).
+``--conv`` also times the causal conv (packed with seq_idx vs unpacked), fwd+bwd, at the same shape. Cases are timed round-robin (one repeat of each in turn), so load
 from other processes spreads over all of them. Results: benchmarks/results/scan_<device>[_quick].{json,md}.
 """
 from __future__ import annotations
@@ -20,7 +22,10 @@ import time
 
 import torch
 
+import importlib.util
+
 import model.ops.scan_chunked as scan_chunked_mod
+import model.ops.scan_vectorized as scan_vectorized_mod
 from benchmarks.bench_common import hardware, hardware_line, markdown_table, synchronize, write_results
 from model.ops import register_backend, selective_scan
 
@@ -66,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--skip-reference", action="store_true", help="the reference loop is very slow at full size")
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--conv", action="store_true", help="also time causal_conv1d fwd+bwd (packed and not)")
+    ap.add_argument("--skip-chunked-sweep", action="store_true", help="only the default chunk size of `chunked`")
     args = ap.parse_args(argv)
     if args.quick:
         args.b, args.d, args.n, args.l = 4, 128, 16, 256
@@ -75,11 +82,14 @@ def main(argv=None) -> int:
     hw = hardware(device)
     print(f"selective scan fwd+bwd, b={args.b} d={args.d} n={args.n} l={args.l} on {hardware_line(hw)}", flush=True)
 
-    chunks = [int(c) for c in args.chunks.split(",")]
+    chunks = [int(c) for c in args.chunks.split(",")] if not args.skip_chunked_sweep else [64]
     for T in sorted({*chunks, 64}):
         register_backend(f"bench_chunked_{T}", functools.partial(scan_chunked_mod.scan_chunked, chunk=T), True)
 
     inputs, seq_idx = make_inputs(args.b, args.d, args.n, args.l, device)
+    # half inputs as the mixer gives them under autocast; A, D, delta_bias stay float32 parameters
+    inputs_bf16 = {k: (v.detach().to(torch.bfloat16) if v.dim() == 3 else v.detach()).requires_grad_()
+                   for k, v in inputs.items()}
     default = scan_chunked_mod.DEFAULT_CHUNK
     pick = scan_chunked_mod._pick_scan  # the device's default intra-chunk scan; patched per case below
     native = {fn: name for name, fn in INTRA.items()}[pick(device)]
@@ -87,6 +97,14 @@ def main(argv=None) -> int:
     cases = {f"chunked (T={default}, {native}, packed, default)": ("chunked", seq_idx, None)}
     cases.update({f"chunked T={T} (packed)": (f"bench_chunked_{T}", seq_idx, None) for T in chunks if T != default})
     cases[f"chunked T=64 {other} (packed)"] = ("bench_chunked_64", seq_idx, other)
+    for T in (8, 16, 32):
+        register_backend(f"bench_vectorized_{T}", functools.partial(scan_vectorized_mod.scan_vectorized, chunk=T), True)
+        cases[f"vectorized T={T} (packed)" + (", default" if T == scan_vectorized_mod.DEFAULT_CHUNK else "")] = \
+            (f"bench_vectorized_{T}", seq_idx, None)
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        cases["triton (packed, fp32)"] = ("triton", seq_idx, None)
+        cases["triton (packed, bf16 inputs)"] = ("triton", seq_idx, "bf16")
+        cases["triton (unpacked: no seq_idx)"] = ("triton", None, None)
     try:
         import mambapy  # noqa: F401
 
@@ -102,15 +120,16 @@ def main(argv=None) -> int:
         for name, (backend, si, intra) in cases.items():
             if name.startswith("reference") and rep != 1:
                 continue  # one run, no warm-up, is enough for the oracle (minutes at full size)
-            for v in inputs.values():
+            for v in [*inputs.values(), *inputs_bf16.values()]:
                 v.grad = None
-            scan_chunked_mod._pick_scan = (lambda _, fn=INTRA.get(intra): fn) if intra else pick
+            scan_chunked_mod._pick_scan = (lambda _, fn=INTRA.get(intra): fn) if intra in INTRA else pick
+            ins = inputs_bf16 if intra == "bf16" else inputs
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             synchronize(device)
             t0 = time.perf_counter()
             try:
-                fwd_bwd(inputs, si, backend)
+                fwd_bwd(ins, si, backend)
                 synchronize(device)
             finally:
                 scan_chunked_mod._pick_scan = pick
@@ -120,15 +139,31 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
 
+    if args.conv:  # the causal conv at the same shape: is a fused conv worth it next to the scan?
+        from model.ops import causal_conv1d
+
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(args.b, args.l, args.d, generator=g).to(device).transpose(1, 2)  # the mixer's layout
+        wt, bs = torch.randn(args.d, 4, generator=g).to(device), torch.randn(args.d, generator=g).to(device)
+        for label, si in (("conv (packed, seq_idx)", seq_idx), ("conv (unpacked)", None)):
+            xx = x.detach().requires_grad_()
+            for rep in range(args.repeats + 1):
+                synchronize(device)
+                t0 = time.perf_counter()
+                causal_conv1d(xx, wt, bs, si, "silu", validate=False).sum().backward()
+                synchronize(device)
+                if rep:
+                    times.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
+
     rows = []
     pscan_ms = statistics.median(times["pscan (mamba.py, unpacked: leaks)"]) if "pscan (mamba.py, unpacked: leaks)" in times else None
     ref_ms = statistics.median(times["reference loop (packed)"]) if "reference loop (packed)" in times else None
     for name, ts in times.items():
         ms = statistics.median(ts)
         rows.append({"case": name, "ms_fwd_bwd": ms, "ms_min": min(ts), "runs": len(ts),
-                     "speedup_vs_pscan": pscan_ms / ms if pscan_ms else None,
-                     "speedup_vs_reference": ref_ms / ms if ref_ms else None,
-                     "leak_free": "pscan" not in name,
+                     "speedup_vs_pscan": pscan_ms / ms if pscan_ms and not name.startswith("conv") else None,
+                     "speedup_vs_reference": ref_ms / ms if ref_ms and not name.startswith("conv") else None,
+                     "leak_free": "pscan" not in name and "unpacked" not in name,
                      "peak_mem_mb": peak.get(name)})
     md = markdown_table(rows, ["case", "ms_fwd_bwd", "speedup_vs_pscan", "speedup_vs_reference", "leak_free",
                                "peak_mem_mb", "runs"])

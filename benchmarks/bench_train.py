@@ -9,6 +9,14 @@ trainer itself (``step_time`` in metrics.jsonl), so the figures are what a run l
     python -m benchmarks.bench_train --synthetic      # lengths drawn like the store's (mean ~55)
     vmmoe bench train --device cuda --d-model 384 --n-layers 6 --rows 32 --synthetic   # ~50M params
 
+    python -m benchmarks.bench_train --equal-work --device cuda   # the issue-9 table: this engine vs mamba.py
+
+``--equal-work`` is a separate, side-by-side measurement (``equal_work``): 12 Mamba blocks of width 768
+(~48M params, feed-forward ~0), lengths lognormal (mean 174, max 953) packed into rows of 2048, 4 rows a
+step, AdamW; this engine packed with resets (fp32, bf16 autocast), packed without segment ids (leaky),
+and mamba.py's stack (``mambapy``, pure PyTorch pscan) on the same rows without resets (it cannot isolate),
+every case on the same steps in turn. ``--ew-d-model 2048 --ew-layers 48`` is the 1.29B size.
+
 Vectors are random unit vectors (the timing does not depend on their values); lengths come from the
 default store's documents unless --synthetic, or from ``results/train_lengths.json`` when the store
 is not installed (the GPU machine), which the CPU run writes.
@@ -19,12 +27,13 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.bench_common import RESULTS_DIR, hardware, hardware_line, markdown_table, write_results
+from benchmarks.bench_common import RESULTS_DIR, hardware, hardware_line, markdown_table, synchronize, write_results
 
 MODES = ("single", "padded", "packed", "packed-leaky")
 LENGTHS_FILE = RESULTS_DIR / "train_lengths.json"
@@ -98,6 +107,141 @@ def measure(modes, seqs, args) -> list[dict]:
     return rows
 
 
+EW_CASES = ("ours-packed-fp32", "ours-packed-bf16", "ours-leaky-fp32", "mambapy-leaky-fp32", "mambapy-leaky-bf16")
+BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12}  # dense bf16, the datasheet's (SXM)
+
+
+def equal_work_lengths(n: int, mean: float = 174.0, max_len: int = 953, sigma: float = 0.8, seed: int = 0):
+    """Lognormal lengths with the given mean (before clipping to [2, max_len])."""
+    rng = np.random.default_rng(seed)
+    mu = np.log(mean) - sigma ** 2 / 2
+    return np.clip(rng.lognormal(mu, sigma, n), 2, max_len).astype(int).tolist()
+
+
+class _MambaPyStack(torch.nn.Module):
+    """mamba.py's Mamba stack between the same in/out projections as VMMoE (concept -> d_model -> concept)."""
+
+    def __init__(self, d_concept, d_model, n_layers):
+        super().__init__()
+        from mambapy.mamba import Mamba, MambaConfig
+
+        self.inp = torch.nn.Linear(d_concept, d_model)
+        self.mamba = Mamba(MambaConfig(d_model=d_model, n_layers=n_layers, pscan=True))
+        self.out = torch.nn.Linear(d_model, d_concept)
+
+    def forward(self, values):
+        return self.out(self.mamba(self.inp(values)))
+
+
+def _next_vector_loss(pred, values, mask):
+    """Mean squared error of pred[t] against values[t+1] where both are in one segment (mask (rows, L-1))."""
+    err = (pred[:, :-1].float() - values[:, 1:].float()).pow(2).sum(-1)
+    return (err * mask).sum() / mask.sum().clamp_min(1)
+
+
+def equal_work(args) -> int:
+    """The issue's equal-work table; see the module docstring."""
+    from model.config import VMMoEConfig
+    from model.packing import pack_sequences
+    from model.vmmoe import VMMoE
+
+    device = torch.device(args.device)
+    hw = hardware(args.device)
+    cases = args.ew_cases.split(",")
+    if unknown := [c for c in cases if c not in EW_CASES]:
+        raise ValueError(f"unknown case(s) {unknown}; choose from {EW_CASES}")
+    d_concept, row_len, rows = 384, 2048, 4
+    g = torch.Generator().manual_seed(0)
+    lengths = equal_work_lengths(4000)
+    seqs = [torch.nn.functional.normalize(torch.randn(n, d_concept, generator=g), dim=-1) for n in lengths]
+    packed = pack_sequences(seqs, row_len, mode="packed")
+    values_all, ids_all = packed.values, packed.segment_ids
+    need = args.warmup + args.steps
+    steps = []
+    for i in range(need):
+        sl = slice((i * rows) % (values_all.shape[0] - rows), (i * rows) % (values_all.shape[0] - rows) + rows)
+        v, ids = values_all[sl].to(device), ids_all[sl].to(device)
+        mask = ((ids[:, 1:] == ids[:, :-1]) & (ids[:, 1:] >= 0)).float()
+        steps.append((v, ids, mask, int((ids >= 0).sum())))
+    print(f"equal work on {hardware_line(hw)}: d_model {args.ew_d_model}, {args.ew_layers} layers, rows of {row_len}, "
+          f"{rows} rows/step; lengths lognormal mean {np.mean(lengths):.1f} max {max(lengths)}; "
+          f"{np.mean([s[3] for s in steps]):.0f} concepts/step", flush=True)
+
+    def ours():
+        cfg = VMMoEConfig(d_concept=d_concept, d_model=args.ew_d_model, n_layers=args.ew_layers, n_experts=1,
+                          top_k=1, d_expert=1, balance_coef=0.0, z_loss_coef=0.0)
+        torch.manual_seed(0)
+        return VMMoE(cfg).to(device)
+
+    runs = {}
+    for case in cases:
+        m = _MambaPyStack(d_concept, args.ew_d_model, args.ew_layers).to(device) if case.startswith("mambapy") \
+            else ours()
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        runs[case] = (m, opt, [], 0)
+    n_params = {c: sum(p.numel() for p in r[0].parameters()) for c, r in runs.items()}
+
+    def step(case, v, ids, mask):
+        m, opt = runs[case][0], runs[case][1]
+        bf16 = case.endswith("bf16")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if case.startswith("mambapy"):
+                pred = m(v)
+            else:
+                pred = m(v, None if "leaky" in case else ids).prediction
+            loss = _next_vector_loss(pred, v, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    peak = {}
+    for i, (v, ids, mask, concepts) in enumerate(steps):
+        for case in cases:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            synchronize(device)
+            t0 = time.perf_counter()
+            step(case, v, ids, mask)
+            synchronize(device)
+            if i >= args.warmup:
+                runs[case][2].append((time.perf_counter() - t0, concepts))
+            if device.type == "cuda":
+                peak[case] = max(peak.get(case, 0), torch.cuda.max_memory_allocated(device) / 2**30)
+    out = []
+    gpu = next((k for k in BF16_PEAK_FLOPS if k in hw.get("gpu", "")), None)
+    for case in cases:
+        ts = runs[case][2]
+        step_s = statistics.median(t for t, _ in ts)
+        cps = statistics.median(c / t for t, c in ts)
+        mfu = 6 * n_params[case] * cps / BF16_PEAK_FLOPS[gpu] if gpu else None
+        out.append({"case": case, "concepts_per_s": cps, "step_ms": step_s * 1000, "n_params": n_params[case],
+                    "peak_mem_gb": peak.get(case), "mfu_bf16_peak": mfu, "leak_free": "leaky" not in case})
+    by = {r["case"]: r["concepts_per_s"] for r in out}
+    base = by.get("mambapy-leaky-fp32")
+    for r in out:
+        r["vs_mambapy_leaky_fp32"] = r["concepts_per_s"] / base if base else None
+    table = markdown_table(out, ["case", "concepts_per_s", "vs_mambapy_leaky_fp32", "step_ms", "peak_mem_gb",
+                                 "mfu_bf16_peak", "leak_free", "n_params"])
+    print(table)
+    ratios = []
+    if "ours-packed-fp32" in by and "ours-leaky-fp32" in by:
+        ratios.append(f"isolation overhead (leaky / packed - 1): {by['ours-leaky-fp32'] / by['ours-packed-fp32'] - 1:+.1%}")
+    if "ours-packed-bf16" in by and "ours-packed-fp32" in by:
+        ratios.append(f"bf16 / fp32 (packed): {by['ours-packed-bf16'] / by['ours-packed-fp32']:.2f}x")
+    print("\n".join(ratios))
+    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "argv")}
+    from model.ops import auto_backend
+
+    note = (f"\n\n{chr(10).join(ratios)}\n\nScan backend (auto on {device.type}): {auto_backend(device)}. "
+            f"Lengths lognormal, mean {np.mean(lengths):.1f}, max {max(lengths)}; rows of {row_len}, {rows} rows a step, "
+            f"AdamW; median of {args.steps} steps after {args.warmup} warm-up, cases in turn. MFU = 6 * params * "
+            f"concepts/s over the dense bf16 peak ({BF16_PEAK_FLOPS.get(gpu)}). Settings: {settings}.\nRe-run: "
+            "`python -m benchmarks.bench_train " + " ".join(args.argv) + "`")
+    name = args.name or f"train_{device.type}_equal_work" + ("" if args.ew_d_model == 768 else f"_{args.ew_d_model}")
+    write_results(name, out, table + note, hw, args.out, extra={"settings": settings})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
@@ -115,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--name", default=None, help="result file stem (default train_<device>)")
     p.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
+    p.add_argument("--equal-work", action="store_true", help="the issue-9 side-by-side table (see the docstring)")
+    p.add_argument("--ew-d-model", type=int, default=768)
+    p.add_argument("--ew-layers", type=int, default=12)
+    p.add_argument("--ew-cases", default=",".join(EW_CASES), help="comma-separated subset of " + ",".join(EW_CASES))
     args = p.parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    if args.equal_work:
+        return equal_work(args)
     modes = args.modes.split(",")
     if unknown := [m for m in modes if m not in MODES]:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {MODES}")
@@ -144,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed / single = {by['packed'] / by['single']:.2f}x")
     if "packed" in by and "packed-leaky" in by:
         print(f"packed / packed-leaky = {by['packed'] / by['packed-leaky']:.3f}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "argv")}
     note = (f"\n\nLengths: {source}, {len(lengths)} sequences, mean {np.mean(lengths):.1f}. Vectors: random unit "
             f"vectors. Settings: {settings}.\nRe-run: `python -m benchmarks.bench_train "
             + " ".join(argv if argv is not None else sys.argv[1:]) + "`")

@@ -21,41 +21,87 @@ def _activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
 
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   seq_idx: torch.Tensor | None = None, activation: str | None = None,
-                  validate: bool = True) -> torch.Tensor:
+                  validate: bool = True, initial_states: torch.Tensor | None = None,
+                  return_final_states: bool = False):
     """Causal depthwise conv with segment isolation.
 
-    x       : (b, d, l)   input
-    weight  : (d, w)      one filter per channel; tap w-1 multiplies the current position
-    bias    : (d,) or None
-    seq_idx : (b, l) int  segment ids (0, 1, .. per row, negative = padding) or None
-    returns : (b, d, l)   padding positions are 0
+    x              : (b, d, l)    input, any float dtype
+    weight         : (d, w)       one filter per channel; tap w-1 multiplies the current position
+    bias           : (d,) or None
+    seq_idx        : (b, l) int   segment ids (0, 1, .. per row, negative = padding) or None
+    initial_states : (b, d, w-1) or None  the inputs before position 0 (oldest first), read only by
+                     the row's first segment (a continuation), as causal-conv1d's
+    returns        : (b, d, l) in x's dtype, padding positions 0; with return_final_states also
+                     (b, d, w-1) in x's dtype: the last w-1 inputs of the row (initial_states
+                     prepended), zeroed where they are not in the row's last position's segment,
+                     so it can seed ``causal_conv1d_update`` for that segment
+
+    Numerics as causal-conv1d: the sums run in float32 (at least; the weight's dtype if wider) whatever
+    x's dtype, and the output is rounded to x's dtype once, so fp16/bf16 inputs with fp32 weights work
+    and their gradients carry no half-precision sums.
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
     check_tensor(x, "x", (None, None, None))
     b, d, l = x.shape
     check_tensor(weight, "weight", (d, None))
+    w = weight.shape[1]
     if bias is not None:
         check_tensor(bias, "bias", (d,))
-    check_same_device(x, weight=weight, bias=bias, seq_idx=seq_idx)
+    if initial_states is not None:
+        check_tensor(initial_states, "initial_states", (b, d, w - 1))
+    check_same_device(x, weight=weight, bias=bias, seq_idx=seq_idx, initial_states=initial_states)
     seq_idx = check_seq_idx(seq_idx, b, l, validate)
-    check_values(validate, x=x, weight=weight, bias=bias)
-    w = weight.shape[1]
+    check_values(validate, x=x, weight=weight, bias=bias, initial_states=initial_states)
+    dtype_in = x.dtype
+    cdt = torch.promote_types(weight.dtype, torch.float32)
+    # autocast would round the conv back to half: the float32 sums are the point
+    with torch.autocast(x.device.type, enabled=False):
+        out, window = _conv(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt), seq_idx,
+                            None if initial_states is None else initial_states.to(cdt), w)
+        out = _activate(out, activation)
+    out = out.to(dtype_in)
+    if not return_final_states:
+        return out
+    return out, _final_states(window, seq_idx, w).to(dtype_in)
 
+
+def _conv(x, weight, bias, seq_idx, initial_states, w):
+    """(out (b, d, l), window (b, d, w-1+l): the inputs the taps read, initial states first)."""
+    b, d, l = x.shape
+    x_pad = F.pad(x, (w - 1, 0)) if initial_states is None else torch.cat([initial_states, x], dim=-1)
     if seq_idx is None:
-        out = F.conv1d(x, weight.unsqueeze(1), bias, padding=w - 1, groups=d)[..., :l]
-        return _activate(out, activation)
-
-    # A tap reaching s steps back is valid iff the position is at least s into its segment.
+        return F.conv1d(x_pad, weight.unsqueeze(1), bias, groups=d), x_pad
+    # A tap reaching s steps back is valid iff the position is at least s into its segment, or the
+    # segment began the row and initial states were given (they continue that segment).
     pos = position_ids_from_segments(seq_idx)  # (b, l), -1 at padding
-    x_pad = F.pad(x, (w - 1, 0))  # (b, d, w-1+l)
+    if initial_states is not None:
+        first = (seq_idx == seq_idx[:, :1]) & (seq_idx >= 0)  # in the row's first segment (which starts at 0)
+        reach = torch.where(first, pos + (w - 1), pos)
+    else:
+        reach = pos
     out = torch.zeros_like(x) if bias is None else bias[None, :, None].expand(b, d, l).clone()
     for s in range(w):
         k = w - 1 - s
         tap = x_pad[..., k:k + l] * weight[None, :, k, None]  # (b, d, l)
-        out = out + tap * (pos >= s).unsqueeze(1).to(x.dtype)
-    out = _activate(out, activation)
-    return out * (pos >= 0).unsqueeze(1).to(out.dtype)
+        out = out + tap * (reach >= s).unsqueeze(1).to(x.dtype)
+    return out * (pos >= 0).unsqueeze(1).to(out.dtype), x_pad
+
+
+def _final_states(window, seq_idx, w):
+    """The last w-1 entries of the tap window (b, d, w-1); with seq_idx, those outside the segment of
+    the row's last position (or padding) are 0."""
+    last = window[..., window.shape[-1] - (w - 1):]
+    if seq_idx is None or w == 1:
+        return last.clone()
+    l = seq_idx.shape[1]
+    ids = seq_idx.long()
+    m = min(w - 1, l)
+    same = (ids[:, l - m:] == ids[:, -1:]) & (ids[:, l - m:] >= 0)  # (b, m)
+    if m < w - 1:  # the window reaches into initial_states: they belong to the first segment
+        head = (ids[:, :1] == ids[:, -1:]) & (ids[:, -1:] >= 0)
+        same = torch.cat([head.expand(-1, w - 1 - m), same], dim=1)
+    return last * same.unsqueeze(1).to(last.dtype)
 
 
 def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,

@@ -120,3 +120,78 @@ def test_float64_on_mps_refused_mocked_device():
     x = torch.zeros(1, 2, 5, dtype=torch.float64).as_subclass(_MockedMPSTensor)
     with pytest.raises(ValueError, match="x is float64 on MPS"):
         causal_conv1d(x, torch.zeros(2, 4, dtype=torch.float64))
+
+
+def causal_conv1d_ref(x, weight, bias=None, initial_states=None, return_final_states=False, activation=None):
+    """causal-conv1d's causal_conv1d_ref (no seq_idx), transcribed as the independent oracle."""
+    dtype_in = x.dtype
+    x = x.to(weight.dtype)
+    seqlen, dim, width = x.shape[-1], weight.shape[0], weight.shape[1]
+    if initial_states is None:
+        out = F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)
+    else:
+        x = torch.cat([initial_states, x], dim=-1)
+        out = F.conv1d(x, weight.unsqueeze(1), bias, padding=0, groups=dim)
+    out = out[..., :seqlen]
+    final = F.pad(x, (width - 1 - x.shape[-1], 0)).to(dtype_in) if return_final_states else None
+    out = (out if activation is None else F.silu(out)).to(dtype_in)
+    return out if not return_final_states else (out, final)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_input_with_float32_weight_returns_input_dtype(packed, dtype):
+    """causal-conv1d's rule: computes in the weight's dtype (float32 here), returns x's dtype."""
+    x, w, b = (t.detach() for t in make(2, 3, 9, 4, dtype=torch.float32))
+    xh = x.to(dtype)
+    seq_idx = layout([[4, 5], [9]], 9) if packed else None
+    out = causal_conv1d(xh, w, b, seq_idx, "silu")
+    assert out.dtype == dtype
+    want = causal_conv1d_ref(xh, w, b, activation="silu") if not packed else \
+        causal_conv1d(xh.float(), w, b, seq_idx, "silu").to(dtype)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+def test_initial_and_final_states_like_causal_conv1d():
+    x, w, b = (t.detach() for t in make(2, 3, 7, 4, seed=3))
+    init = torch.randn(2, 3, 3, dtype=x.dtype)
+    out, final = causal_conv1d(x, w, b, None, "silu", initial_states=init, return_final_states=True)
+    want, want_final = causal_conv1d_ref(x, w, b, init, True, "silu")
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(final, want_final)
+    # a continuation: the conv of [a, b] == the conv of b seeded with a's final states
+    _, fa = causal_conv1d(x[..., :3], w, b, return_final_states=True)
+    torch.testing.assert_close(causal_conv1d(x[..., 3:], w, b, None, "silu", initial_states=fa),
+                               causal_conv1d(x, w, b, None, "silu")[..., 3:])
+    # short input: the final window reaches into the initial states
+    _, f2 = causal_conv1d(x[..., :2], w, b, initial_states=init, return_final_states=True)
+    torch.testing.assert_close(f2, torch.cat([init, x[..., :2]], -1)[..., -3:])
+
+
+def test_initial_states_with_seq_idx_feed_only_the_first_segment():
+    x, w, b = (t.detach() for t in make(1, 2, 8, 4, seed=4))
+    init = torch.randn(1, 2, 3, dtype=x.dtype)
+    seq_idx = layout([[3, 3]], 8)  # two segments, then 2 padding positions
+    out, final = causal_conv1d(x, w, b, seq_idx, None, initial_states=init, return_final_states=True)
+    torch.testing.assert_close(out[..., :3], causal_conv1d(x[..., :3], w, b, None, None, initial_states=init))
+    torch.testing.assert_close(out[..., 3:6], causal_conv1d(x[..., 3:6], w, b))  # segment 1 ignores init
+    assert torch.count_nonzero(out[..., 6:]) == 0
+    # the window's last 3 entries are padding: nothing of the last segment survives there
+    assert torch.count_nonzero(final) == 0
+    _, final2 = causal_conv1d(x[..., :6], w, b, layout([[4, 2]], 6), return_final_states=True)
+    torch.testing.assert_close(final2[..., 1:], x[..., 4:6])  # segment 1's last inputs ...
+    assert torch.count_nonzero(final2[..., 0]) == 0  # ... and 0 where segment 0 was
+
+
+def test_fp16_packed_gradients_summed_in_float32():
+    """The packed conv's sums run in float32: fp16 gradients are as close to float64 as a float32
+    computation rounded once to fp16 (not the larger error of fp16 sums)."""
+    x, w, b = make(2, 16, 64, 4, seed=5)
+    seq_idx = layout([[20, 30, 14], [64]], 64)
+    gout = torch.randn(2, 16, 64, dtype=torch.float64)
+    ref = torch.autograd.grad((causal_conv1d(x, w, b, seq_idx, "silu") * gout).sum(), [x])[0]
+    xh = x.detach().half().requires_grad_()
+    gh = torch.autograd.grad((causal_conv1d(xh, w.float(), b.float(), seq_idx, "silu") * gout.half()).sum(), [xh])[0]
+    assert gh.dtype == torch.float16
+    err = (gh.double() - ref).norm() / ref.norm()
+    assert err < 2e-3

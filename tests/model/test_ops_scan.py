@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.ops import available_backends, register_backend, selective_scan, selective_state_update
+from model.ops import auto_backend, available_backends, register_backend, selective_scan, selective_state_update
 from model.ops.scan_chunked import scan_chunked
+from model.ops.scan_vectorized import scan_vectorized
 from model.segments import SegmentIsolationError, SegmentLayoutError, segment_ids_from_lengths
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
@@ -18,6 +19,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 # Small chunks so that segments cross chunk edges in short test rows.
 for _T in (1, 3, 8):
     register_backend(f"test_chunked_{_T}", functools.partial(scan_chunked, chunk=_T), True)
+    register_backend(f"test_vectorized_{_T}", functools.partial(scan_vectorized, chunk=_T), True)
 
 INPUT_NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 
@@ -76,7 +78,8 @@ CASES = {
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("backend", ["test_chunked_1", "test_chunked_3", "test_chunked_8", "chunked"])
+@pytest.mark.parametrize("backend", ["test_chunked_1", "test_chunked_3", "test_chunked_8", "chunked",
+                                     "test_vectorized_1", "test_vectorized_3", "test_vectorized_8", "vectorized"])
 def test_chunked_matches_reference_forward_and_grads(device, case, backend):
     inputs = make_inputs(2, 5, 4, 20, device=device)
     seq_idx = None if CASES[case] is None else layout(CASES[case], 20, device)
@@ -100,7 +103,7 @@ def test_both_intra_chunk_scans_match_reference(intra, monkeypatch):
     ref, ref_last = run(inputs, seq_idx, "reference", last=True)
     g_ref = grads(inputs, ref)
     for backend in ("test_chunked_3", "test_chunked_8"):
-        out, last = run(inputs, seq_idx, backend, last=True)
+        out, last = run(inputs, seq_idx, backend, last=True)  # (vectorized has its own doubling)
         torch.testing.assert_close(out, ref)
         torch.testing.assert_close(last, ref_last)
         g = grads(inputs, out)
@@ -110,32 +113,34 @@ def test_both_intra_chunk_scans_match_reference(intra, monkeypatch):
 
 @pytest.mark.parametrize("use", [["D"], ["z"], ["delta_bias"], []], ids=lambda u: "+".join(u) or "bare")
 @pytest.mark.parametrize("softplus", [True, False])
-def test_chunked_matches_reference_optional_inputs(use, softplus):
+@pytest.mark.parametrize("backend", ["test_chunked_3", "test_vectorized_3"])
+def test_chunked_matches_reference_optional_inputs(use, softplus, backend):
     inputs = make_inputs(2, 3, 2, 13, seed=1)
     seq_idx = layout([[4, 1, 8], [13]], 13)
     keep = ["u", "delta", "A", "B", "C", *use]
     ref = run(inputs, seq_idx, "reference", use, softplus)
-    out = run(inputs, seq_idx, "test_chunked_3", use, softplus)
+    out = run(inputs, seq_idx, backend, use, softplus)
     torch.testing.assert_close(out, ref)
     g_ref, g = grads(inputs, ref, keep), grads(inputs, out, keep)
     for k in keep:
         torch.testing.assert_close(g[k], g_ref[k])
 
 
-def test_last_state_gradient_flows_through_chunks():
+@pytest.mark.parametrize("backend", ["test_chunked_3", "test_vectorized_3"])
+def test_last_state_gradient_flows_through_chunks(backend):
     inputs = make_inputs(2, 3, 2, 13, seed=2)
     seq_idx = layout([[4, 9], [6]], 13)  # row 1's last real position is before padding
     ins = [inputs[k] for k in ("u", "delta", "A", "B", "delta_bias")]  # what the state depends on
     res = {}
-    for be in ("reference", "test_chunked_3"):
+    for be in ("reference", backend):
         _, last = run(inputs, seq_idx, be, last=True)
         res[be] = (last, torch.autograd.grad((last ** 2).sum(), ins))
-    torch.testing.assert_close(res["test_chunked_3"][0], res["reference"][0])
-    for a, b_ in zip(res["test_chunked_3"][1], res["reference"][1]):
+    torch.testing.assert_close(res[backend][0], res["reference"][0])
+    for a, b_ in zip(res[backend][1], res["reference"][1]):
         torch.testing.assert_close(a, b_)
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "vectorized"])
 def test_without_seq_idx_is_mamba_ssm_math(backend):
     inputs = make_inputs(2, 4, 3, 11, seed=3)
     ours = run(inputs, None, backend)
@@ -144,7 +149,7 @@ def test_without_seq_idx_is_mamba_ssm_math(backend):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("backend", ["reference", "test_chunked_3"])
+@pytest.mark.parametrize("backend", ["reference", "test_chunked_3", "test_vectorized_3"])
 def test_packed_equals_each_segment_alone(device, backend):
     """Packing-unpacking invariance at op level, forward and the gradient of every segment's inputs."""
     lens = [[3, 1, 6, 4], [9, 2]]
@@ -171,7 +176,7 @@ def test_packed_equals_each_segment_alone(device, backend):
             p += n
 
 
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "vectorized"])
 def test_segments_do_not_leak(backend):
     """Changing everything in segment 0 leaves segment 1's output bit-identical."""
     inputs = make_inputs(1, 3, 2, 12, seed=5)
@@ -201,15 +206,19 @@ def test_all_zero_seq_idx_equals_none():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_float32_and_bfloat16_chunked_close_to_reference(device):
+@pytest.mark.parametrize("backend", ["chunked", "vectorized"])
+@pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
+def test_float32_and_half_close_to_reference(device, backend, half):
     inputs = make_inputs(2, 16, 8, 100, dtype=torch.float32, device=device, seed=8)
     seq_idx = layout([[30, 50, 20], [64, 1]], 100, device)
     ref = run(inputs, seq_idx, "reference")
-    torch.testing.assert_close(run(inputs, seq_idx, "chunked"), ref, rtol=1e-4, atol=1e-4)
-    half = {k: v.detach().to(torch.bfloat16) for k, v in inputs.items()}
-    out16 = run(half, seq_idx, "chunked")
-    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(run(inputs, seq_idx, backend), ref, rtol=1e-4, atol=1e-4)
+    low = {k: v.detach().to(half).requires_grad_() for k, v in inputs.items()}
+    out16 = run(low, seq_idx, backend)
+    assert out16.dtype == half
     torch.testing.assert_close(out16.float(), ref.detach(), rtol=0.05, atol=0.05)
+    g = grads(low, out16)
+    assert all(g[k].dtype == half and torch.isfinite(g[k]).all() for k in g)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -250,10 +259,13 @@ def test_registered_backend_without_seq_idx_support_refuses_packed_input():
         run(make_inputs(1, 2, 2, 6), layout([[6]], 6), "test_no_resets")
 
 
-def test_auto_is_chunked():
+def test_auto_is_chunked_on_cpu():
     inputs = make_inputs(1, 2, 2, 6)
     torch.testing.assert_close(run(inputs, None, "auto"), run(inputs, None, "chunked"))
-    assert available_backends()["chunked"].supports_seq_idx
+    assert auto_backend("cpu") == "chunked" and auto_backend("mps") == "vectorized"
+    backends = available_backends()
+    assert all(backends[k].supports_seq_idx for k in ("reference", "chunked", "vectorized", "triton"))
+    assert not backends["pscan"].supports_seq_idx
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -286,15 +298,31 @@ st = hypothesis.strategies
 
 @hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(rows=st.lists(st.lists(st.integers(1, 6), max_size=5), min_size=1, max_size=3),
-                  chunk=st.sampled_from([1, 3, 8]))
-def test_property_chunked_equals_reference_on_random_layouts(rows, chunk):
+                  chunk=st.sampled_from([1, 3, 8]), kind=st.sampled_from(["chunked", "vectorized"]))
+def test_property_chunked_equals_reference_on_random_layouts(rows, chunk, kind):
     l = max(1, max(sum(r) for r in rows))
     inputs = make_inputs(len(rows), 2, 3, l, seed=sum(map(sum, rows)))
     seq_idx = layout(rows, l)
     ref, ref_last = run(inputs, seq_idx, "reference", last=True)
-    out, last = run(inputs, seq_idx, f"test_chunked_{chunk}", last=True)
+    out, last = run(inputs, seq_idx, f"test_{kind}_{chunk}", last=True)
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(last, ref_last)
     g_ref, g = grads(inputs, ref), grads(inputs, out)
     for k in INPUT_NAMES:
         torch.testing.assert_close(g[k], g_ref[k])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_state_update_with_half_state_computes_in_float32(dtype):
+    """As mamba_ssm: a half-precision state is read, the step computed in float32, and only the stored
+    state rounded; so the result equals the float32 step on the same values, bit for bit."""
+    t = {k: v.detach().float() for k, v in make_inputs(2, 4, 3, 1, dtype=torch.float32, seed=12).items()}
+    state = torch.randn(2, 4, 3).to(dtype)
+    args = (t["u"][..., 0], t["delta"][..., 0], t["A"], t["B"][..., 0], t["C"][..., 0], t["D"], t["z"][..., 0],
+            t["delta_bias"])
+    want_state = state.float()
+    want = selective_state_update(want_state, *args, dt_softplus=True)
+    y = selective_state_update(state, *args, dt_softplus=True)
+    assert state.dtype == dtype
+    assert torch.equal(state, want_state.to(dtype))
+    assert torch.equal(y, want)
