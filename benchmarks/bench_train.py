@@ -5,9 +5,9 @@ turns step by step: only the layout differs (one forward per sequence; one padde
 without resets). Each timed step is a full optimizer step (forward, backward, AdamW) measured by the
 trainer itself (``step_time`` in metrics.jsonl), so the figures are what a run logs.
 
-    python -m benchmarks.bench_train                  # CPU, default model, default store's lengths
-    python -m benchmarks.bench_train --synthetic      # lengths drawn like the store's (mean ~55)
-    vmmoe bench train --device cuda --d-model 384 --n-layers 6 --rows 32 --synthetic   # ~50M params
+    python benchmarks/bench_train.py                  # CPU, default model, default store's lengths
+    python benchmarks/bench_train.py --synthetic      # lengths drawn like the store's (mean ~55)
+    python benchmarks/bench_train.py --device cuda --d-model 384 --n-layers 6 --rows 32 --synthetic   # ~50M params
 
 Vectors are random unit vectors (the timing does not depend on their values); lengths come from the
 default store's documents unless --synthetic, or from ``results/train_lengths.json`` when the store
@@ -24,19 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.bench_common import RESULTS_DIR, hardware, hardware_line, markdown_table, write_results
+from bench_common import RESULTS_DIR, add_output_args, hardware, hardware_line, markdown_table, output_dir, write_results
 
-MODES = ("single", "padded", "packed", "packed-leaky")
+from model.packing import Packing
+
+MODES = tuple(m.value for m in Packing)  # every packing mode (model.packing.Packing)
 LENGTHS_FILE = RESULTS_DIR / "train_lengths.json"
 
 
-def store_lengths(min_len: int = 2) -> list[int]:
-    """Document lengths of the default concept store (writes them to results/train_lengths.json)."""
+def store_lengths(min_len: int = 2, out_dir: Path = RESULTS_DIR) -> list[int]:
+    """Document lengths of the default concept store (also written to ``out_dir``/train_lengths.json)."""
     from model.concepts import open_default_store
 
     lengths = [len(s.ids) for s in open_default_store().document_sequences(min_len=min_len)]
-    LENGTHS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    LENGTHS_FILE.write_text(json.dumps({"source": "default store documents", "lengths": lengths}) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LENGTHS_FILE.name).write_text(json.dumps({"source": "default store documents", "lengths": lengths}) + "\n")
     return lengths
 
 
@@ -114,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=int, default=600, help="number of synthetic sequences")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--name", default=None, help="result file stem (default train_<device>)")
-    p.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
+    add_output_args(p)
     args = p.parse_args(argv)
     modes = args.modes.split(",")
     if unknown := [m for m in modes if m not in MODES]:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {MODES}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    lengths = synthetic_lengths(args.docs) if args.synthetic else store_lengths()
+    lengths = synthetic_lengths(args.docs) if args.synthetic else store_lengths(out_dir=output_dir(args))
     lengths = [piece for n in lengths for piece in [args.max_len] * (n // args.max_len) + [n % args.max_len] if piece]
     source = ("synthetic (resampled store lengths)" if LENGTHS_FILE.is_file() else "synthetic (geometric)") \
         if args.synthetic else "default store documents"
@@ -144,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed / single = {by['packed'] / by['single']:.2f}x")
     if "packed" in by and "packed-leaky" in by:
         print(f"packed / packed-leaky = {by['packed'] / by['packed-leaky']:.3f}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "update")}
     note = (f"\n\nLengths: {source}, {len(lengths)} sequences, mean {np.mean(lengths):.1f}. Vectors: random unit "
-            f"vectors. Settings: {settings}.\nRe-run: `python -m benchmarks.bench_train "
+            f"vectors. Settings: {settings}.\nRe-run: `python benchmarks/bench_train.py "
             + " ".join(argv if argv is not None else sys.argv[1:]) + "`")
-    write_results(args.name or f"train_{torch.device(args.device).type}", rows, table + note, hw, args.out,
+    write_results(args.name or f"train_{torch.device(args.device).type}", rows, table + note, hw, output_dir(args),
                   extra={"settings": settings, "lengths_source": source})
     return 0
 

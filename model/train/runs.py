@@ -185,6 +185,7 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config
                     trainer_state: dict, meta: dict, keep: int = 3) -> Path:
     """Write ``checkpoints/step_XXXXXX`` atomically, point ``latest`` at it, keep the newest ``keep``."""
     final = run.checkpoints / f"step_{step:06d}"
+    pointer_tmp = run.checkpoints / ".latest.tmp"
     tmp = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=f".tmp-step_{step:06d}-"))
     try:
         save_model(model, str(tmp / "model.safetensors"))
@@ -194,14 +195,18 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config
         atomic_write_json(tmp / "meta.json", {**meta, "step": step, "saved": now_iso(), "files": files})
         for name in ("model.safetensors", "trainer.pt"):  # written by safetensors / torch: make them durable
             _fsync_file(tmp / name)
+        # The new pointer is on disk before the folder is renamed, so the two renames follow each other at
+        # once (a kill between them leaves the old pointer, still valid) and one folder fsync keeps both.
+        atomic_write(pointer_tmp, final.name)
         if final.exists():  # the same step saved again (stop right after a periodic checkpoint)
             shutil.rmtree(final)
         os.rename(tmp, final)
+        os.replace(pointer_tmp, run.checkpoints / "latest")
         fsync_dir(run.checkpoints)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        pointer_tmp.unlink(missing_ok=True)
         raise
-    atomic_write(run.checkpoints / "latest", final.name)
     for old in run.checkpoint_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -6,23 +6,13 @@ import sys
 import pytest
 
 from model import schema
-from model.cli import build_parser, main
+from model.cli import build_parser, command_paths, main
 from model.train import TrainConfig
 from model.version import __version__
 
 
-def _subcommands(parser: argparse.ArgumentParser, path=()):
-    """(command path, parser) of every sub-command, depth first."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
-            for name, sub in action.choices.items():
-                yield (*path, name), sub, helps.get(name)
-                yield from _subcommands(sub, (*path, name))
-
-
 def test_every_subcommand_and_positional_has_help():
-    found = list(_subcommands(build_parser()))
+    found = list(command_paths())
     assert {p for p, _, _ in found} >= {("audit",), ("ingest",), ("search",), ("store",), ("store", "info"),
                                         ("store", "repair"), ("train",), ("runs",)}
     missing = [" ".join(p) for p, _, h in found if not h]
