@@ -5,15 +5,22 @@ hardware it ran on, so a figure copied into the README can always be traced back
 
     rows = [{"case": "chunked", "ms": 12.3}, {"case": "reference", "ms": 456.0}]
     md = markdown_table(rows)
-    write_results("scan_cpu", rows, md)   # -> benchmarks/results/scan_cpu.json and .md
+    write_results("scan_cpu", rows, md, out_dir=output_dir(args))   # -> <out>/scan_cpu.json and .md
+
+The benchmarks are scripts, run as files (``python benchmarks/bench_scan.py``); Python puts the
+script's folder on ``sys.path``, so they import this module as ``bench_common``. There is no
+``benchmarks`` package: an installed distribution shipping one (pysbd does) could shadow it.
+
+Where results go (``add_output_args``): ``--out DIR``, else ``$VMMOE_HOME/bench`` (printed). The
+committed figures in ``benchmarks/results/`` (the README cites them) change only with ``--update``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,24 +28,33 @@ from typing import Callable, Sequence
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from model.device import cpu_model
+from model.device import synchronize as sync_device
+from model.fileio import atomic_write, home
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # the committed figures (written only with --update)
 
 
-def _cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """``--out DIR`` (default ``$VMMOE_HOME/bench``) and ``--update`` (write the committed benchmarks/results/)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--out", "--out-dir", dest="out", default=None, metavar="DIR",
+                       help="folder for the result files (default $VMMOE_HOME/bench)")
+    group.add_argument("--update", action="store_true",
+                       help=f"refresh the committed figures in {RESULTS_DIR} (the README cites them)")
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """Where this run's results go: benchmarks/results with --update, else --out, else $VMMOE_HOME/bench."""
+    if getattr(args, "update", False):
+        return RESULTS_DIR
+    return Path(args.out).expanduser() if getattr(args, "out", None) else home() / "bench"
 
 
 def hardware(device: str | torch.device | None = None) -> dict:
     """Where a measurement ran: CPU model, cores, torch version and threads, GPU name if used."""
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
@@ -68,11 +84,7 @@ def hardware_line(info: dict | None = None) -> str:
 
 def synchronize(device: str | torch.device | None) -> None:
     """Wait for queued GPU work so a timer measures the work, not its launch."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
+    sync_device(torch.device(device) if device is not None else torch.device("cpu"))
 
 
 def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
@@ -106,28 +118,23 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None, f
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_results(name: str, rows: Sequence[dict], markdown: str, hw: dict | None = None,
                   out_dir: str | Path | None = None, extra: dict | None = None) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<name>.json`` (rows + hardware + time) and ``<name>.md``; return both paths.
+    """Write ``<out_dir>/<name>.json`` (rows + hardware + time) and ``<name>.md``; print and return both paths.
 
-    ``markdown`` is the body (usually a ``markdown_table``); a header naming the hardware is added.
-    Files are written to a temp file and renamed, so a crash never leaves half a result.
+    ``out_dir`` None is ``$VMMOE_HOME/bench`` (never the committed results: pass ``RESULTS_DIR``, which
+    ``output_dir`` does for ``--update``). ``markdown`` is the body (usually a ``markdown_table``); a
+    header naming the hardware is added. Each file is written whole or not at all (``atomic_write``).
     """
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"result name must be a plain file stem, got {name!r}")
-    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out = Path(out_dir) if out_dir is not None else home() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     hw = hw or hardware()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     payload = {"name": name, "created": stamp, "hardware": hw, "rows": list(rows), **(extra or {})}
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    _write_atomic(json_path, json.dumps(payload, indent=2, default=str) + "\n")
-    _write_atomic(md_path, f"# {name}\n\n{hardware_line(hw)} — {stamp}\n\n{markdown.rstrip()}\n")
+    atomic_write(json_path, json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write(md_path, f"# {name}\n\n{hardware_line(hw)} — {stamp}\n\n{markdown.rstrip()}\n")
+    print(f"results: {json_path} and {md_path.name}", flush=True)
     return json_path, md_path

@@ -15,8 +15,8 @@
    the worst case for IVF) and clustered ones (2,000 random centres + noise of two sizes, closer to
    real sentence embeddings, which form topics); queries are fresh samples of the same distribution.
 
-    python -m benchmarks.bench_concepts                   # both parts
-    python -m benchmarks.bench_concepts --skip-ingest     # search only (no encoder needed)
+    python benchmarks/bench_concepts.py                   # both parts
+    python benchmarks/bench_concepts.py --skip-ingest     # search only (no encoder needed)
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from benchmarks.bench_common import hardware, hardware_line, markdown_table, write_results
+from bench_common import add_output_args, hardware, hardware_line, markdown_table, output_dir, write_results
 
 
 def corpus_sentences(n: int) -> tuple[list[str], float]:
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--single-queries", type=int, default=200)
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-search", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_output_args(p)
     args = p.parse_args(argv)
     hw = hardware()
     hw["faiss"] = faiss.__version__
@@ -175,14 +175,14 @@ def main(argv=None) -> int:
         md = markdown_table(rows, ["case", "sentences", "wall_s", "sentences_per_s", "vs_plain_wall", "cpu_s",
                                    "sentences_per_cpu_s", "vs_plain_cpu", "runs"])
         print(md)
-        write_results("concepts_ingest", rows, md, hw=hw, out_dir=args.out_dir)
+        write_results("concepts_ingest", rows, md, hw=hw, out_dir=output_dir(args))
     if not args.skip_search:
         print(f"search: {args.n_vectors} vectors, {args.n_queries} queries, k=10")
         rows = bench_search(args)
         md = markdown_table(rows, ["data", "index", "nprobe", "ms_per_query", "ms_per_query_batched", "recall@10",
                                    "speedup_vs_flat", "build_s"])
         print(md)
-        write_results("concepts_search", rows, md, hw=hw, out_dir=args.out_dir)
+        write_results("concepts_search", rows, md, hw=hw, out_dir=output_dir(args))
     return 0
 
 

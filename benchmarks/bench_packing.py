@@ -1,7 +1,7 @@
 """Row planning: seconds to plan a million sequence lengths, and the utilization each layout reaches.
 
-    python -m benchmarks.bench_packing              # 1M lengths, max_len 1024
-    python -m benchmarks.bench_packing --quick      # 100k lengths
+    python benchmarks/bench_packing.py              # 1M lengths, max_len 1024
+    python benchmarks/bench_packing.py --quick      # 100k lengths
 
 Two length distributions: "documents" (log-normal, median ~20 concepts, a tail longer than max_len
 that gets chunked) and "uniform" (1..max_len, the hard case for the bucketed planner: every length
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.bench_common import hardware, hardware_line, markdown_table, time_call, write_results
+from bench_common import add_output_args, hardware, hardware_line, markdown_table, output_dir, time_call, write_results
 from model.packing import pack_sequences, plan_rows
 
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--quick", action="store_true", help="100k lengths")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out-dir", default=None)
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.n = 100_000
@@ -79,9 +79,8 @@ def main(argv=None) -> int:
           f"(median of {args.repeats}); utilization when stepping 8 rows at a time; the last rows time "
           f"pack_sequences on real tensors (seconds include laying out the vectors).\n\n{md}\n")
     print(md)
-    paths = write_results("packing" + ("_quick" if args.quick else ""), rows, md, hw, args.out_dir,
-                          extra={"n": args.n, "max_len": args.max_len})
-    print("wrote", *paths)
+    write_results("packing" + ("_quick" if args.quick else ""), rows, md, hw, output_dir(args),
+                  extra={"n": args.n, "max_len": args.max_len})
     return 0
 
 

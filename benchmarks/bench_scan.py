@@ -1,8 +1,8 @@
 """Selective scan, forward + backward: triton, vectorized, chunked (leak-free, packed) vs reference vs mamba.py's pscan.
 
-    python -m benchmarks.bench_scan                 # b=8, d=512, n=16, l=1024 on CPU
-    python -m benchmarks.bench_scan --quick         # smaller, for a smoke run
-    python -m benchmarks.bench_scan --device cuda
+    python benchmarks/bench_scan.py                 # b=8, d=512, n=16, l=1024 on CPU
+    python benchmarks/bench_scan.py --quick         # smaller, for a smoke run
+    python benchmarks/bench_scan.py --device cuda
 
 The chunked and reference backends run on packed rows (seq_idx with segments of random lengths:
 state reset at every boundary); pscan cannot isolate segments and runs the same math unpacked,
@@ -26,7 +26,8 @@ import importlib.util
 
 import model.ops.scan_chunked as scan_chunked_mod
 import model.ops.scan_vectorized as scan_vectorized_mod
-from benchmarks.bench_common import hardware, hardware_line, markdown_table, synchronize, write_results
+from bench_common import (add_output_args, hardware, hardware_line, markdown_table, output_dir, synchronize,
+                          write_results)
 from model.ops import register_backend, selective_scan
 
 
@@ -70,9 +71,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--skip-reference", action="store_true", help="the reference loop is very slow at full size")
-    ap.add_argument("--out-dir", default=None)
     ap.add_argument("--conv", action="store_true", help="also time causal_conv1d fwd+bwd (packed and not)")
     ap.add_argument("--skip-chunked-sweep", action="store_true", help="only the default chunk size of `chunked`")
+    add_output_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.b, args.d, args.n, args.l = 4, 128, 16, 256
@@ -171,9 +172,8 @@ def main(argv=None) -> int:
     md = f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs.\n\n{md}\n"
     print(md)
     name = f"scan_{device.type}" + ("_quick" if args.quick else "")
-    paths = write_results(name, rows, md, hw, args.out_dir, extra={"shape": {"b": args.b, "d": args.d, "n": args.n,
-                                                                             "l": args.l}})
-    print("wrote", *paths)
+    write_results(name, rows, md, hw, output_dir(args),
+                  extra={"shape": {"b": args.b, "d": args.d, "n": args.n, "l": args.l}})
     return 0
 
 

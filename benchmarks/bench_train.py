@@ -5,11 +5,11 @@ turns step by step: only the layout differs (one forward per sequence; one padde
 without resets). Each timed step is a full optimizer step (forward, backward, AdamW) measured by the
 trainer itself (``step_time`` in metrics.jsonl), so the figures are what a run logs.
 
-    python -m benchmarks.bench_train                  # CPU, default model, default store's lengths
-    python -m benchmarks.bench_train --synthetic      # lengths drawn like the store's (mean ~55)
-    vmmoe bench train --device cuda --d-model 384 --n-layers 6 --rows 32 --synthetic   # ~50M params
+    python benchmarks/bench_train.py                  # CPU, default model, default store's lengths
+    python benchmarks/bench_train.py --synthetic      # lengths drawn like the store's (mean ~55)
+    python benchmarks/bench_train.py --device cuda --d-model 384 --n-layers 6 --rows 32 --synthetic   # ~50M params
 
-    python -m benchmarks.bench_train --equal-work --device cuda   # the issue-9 table: this engine vs mamba.py
+    python benchmarks/bench_train.py --equal-work --device cuda   # the issue-9 table: this engine vs mamba.py
 
 ``--equal-work`` is a separate, side-by-side measurement (``equal_work``): 12 Mamba blocks of width 768
 (~48M params, feed-forward ~0), lengths lognormal (mean 174, max 953) packed into rows of 2048, 4 rows a
@@ -33,19 +33,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.bench_common import RESULTS_DIR, hardware, hardware_line, markdown_table, synchronize, write_results
+from bench_common import (RESULTS_DIR, add_output_args, hardware, hardware_line, markdown_table, output_dir,
+                          synchronize, write_results)
 
-MODES = ("single", "padded", "packed", "packed-leaky")
+from model.packing import Packing
+
+MODES = tuple(m.value for m in Packing)  # every packing mode (model.packing.Packing)
 LENGTHS_FILE = RESULTS_DIR / "train_lengths.json"
 
 
-def store_lengths(min_len: int = 2) -> list[int]:
-    """Document lengths of the default concept store (writes them to results/train_lengths.json)."""
+def store_lengths(min_len: int = 2, out_dir: Path = RESULTS_DIR) -> list[int]:
+    """Document lengths of the default concept store (also written to ``out_dir``/train_lengths.json)."""
     from model.concepts import open_default_store
 
     lengths = [len(s.ids) for s in open_default_store().document_sequences(min_len=min_len)]
-    LENGTHS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    LENGTHS_FILE.write_text(json.dumps({"source": "default store documents", "lengths": lengths}) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LENGTHS_FILE.name).write_text(json.dumps({"source": "default store documents", "lengths": lengths}) + "\n")
     return lengths
 
 
@@ -236,9 +239,9 @@ def equal_work(args) -> int:
             f"Lengths lognormal, mean {np.mean(lengths):.1f}, max {max(lengths)}; rows of {row_len}, {rows} rows a step, "
             f"AdamW; median of {args.steps} steps after {args.warmup} warm-up, cases in turn. MFU = 6 * params * "
             f"concepts/s over the dense bf16 peak ({BF16_PEAK_FLOPS.get(gpu)}). Settings: {settings}.\nRe-run: "
-            "`python -m benchmarks.bench_train " + " ".join(args.argv) + "`")
+            "`python benchmarks/bench_train.py " + " ".join(args.argv) + "`")
     name = args.name or f"train_{device.type}_equal_work" + ("" if args.ew_d_model == 768 else f"_{args.ew_d_model}")
-    write_results(name, out, table + note, hw, args.out, extra={"settings": settings})
+    write_results(name, out, table + note, hw, output_dir(args), extra={"settings": settings})
     return 0
 
 
@@ -258,11 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=int, default=600, help="number of synthetic sequences")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--name", default=None, help="result file stem (default train_<device>)")
-    p.add_argument("--out", default=None, help="result folder (default benchmarks/results)")
     p.add_argument("--equal-work", action="store_true", help="the issue-9 side-by-side table (see the docstring)")
     p.add_argument("--ew-d-model", type=int, default=768)
     p.add_argument("--ew-layers", type=int, default=12)
     p.add_argument("--ew-cases", default=",".join(EW_CASES), help="comma-separated subset of " + ",".join(EW_CASES))
+    add_output_args(p)
     args = p.parse_args(argv)
     args.argv = argv if argv is not None else sys.argv[1:]
     if args.equal_work:
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {MODES}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    lengths = synthetic_lengths(args.docs) if args.synthetic else store_lengths()
+    lengths = synthetic_lengths(args.docs) if args.synthetic else store_lengths(out_dir=output_dir(args))
     lengths = [piece for n in lengths for piece in [args.max_len] * (n // args.max_len) + [n % args.max_len] if piece]
     source = ("synthetic (resampled store lengths)" if LENGTHS_FILE.is_file() else "synthetic (geometric)") \
         if args.synthetic else "default store documents"
@@ -295,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed / single = {by['packed'] / by['single']:.2f}x")
     if "packed" in by and "packed-leaky" in by:
         print(f"packed / packed-leaky = {by['packed'] / by['packed-leaky']:.3f}")
-    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "argv")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "update", "argv")}
     note = (f"\n\nLengths: {source}, {len(lengths)} sequences, mean {np.mean(lengths):.1f}. Vectors: random unit "
-            f"vectors. Settings: {settings}.\nRe-run: `python -m benchmarks.bench_train "
+            f"vectors. Settings: {settings}.\nRe-run: `python benchmarks/bench_train.py "
             + " ".join(argv if argv is not None else sys.argv[1:]) + "`")
-    write_results(args.name or f"train_{torch.device(args.device).type}", rows, table + note, hw, args.out,
+    write_results(args.name or f"train_{torch.device(args.device).type}", rows, table + note, hw, output_dir(args),
                   extra={"settings": settings, "lengths_source": source})
     return 0
 

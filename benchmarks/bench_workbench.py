@@ -14,8 +14,8 @@ Three measurements, each comparing alternatives side by side in one run:
    window against the "off" windows beside it. The CPU the server and chromium used in the "on" windows
    is reported too (% of one core): on a machine with few cores that is what the run loses.
 
-    python -m benchmarks.bench_workbench            # all three (~9 min on a 2-core machine)
-    python -m benchmarks.bench_workbench --quick    # fewer repeats and steps
+    python benchmarks/bench_workbench.py            # all three (~9 min on a 2-core machine)
+    python benchmarks/bench_workbench.py --quick    # fewer repeats and steps
 
 Results: ``benchmarks/results/workbench.{json,md}`` (with the hardware). Needs /usr/bin/chromium.
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import hardware, hardware_line, markdown_table, write_results
+from bench_common import add_output_args, hardware, hardware_line, markdown_table, output_dir, write_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats and training steps")
     p.add_argument("--only", choices=["paint", "layout", "dashboard"], action="append",
                    help="run only these parts (repeatable)")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    add_output_args(p)
     args = p.parse_args(argv)
     parts = args.only or ["paint", "layout", "dashboard"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -350,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios = ratio_lines(rows)
     print("\n".join(ratios))
     note = ("\n\n" + "\n".join(f"- {r}" for r in ratios) + f"\n\nBrowser: Debian chromium (headless), "
-            f"{browser_version()}. Re-run: `python -m benchmarks.bench_workbench "
+            f"{browser_version()}. Re-run: `python benchmarks/bench_workbench.py "
             + " ".join(argv if argv is not None else sys.argv[1:]) + "`")
-    write_results("workbench", rows, table + note, hw, args.out)
+    write_results("workbench", rows, table + note, hw, output_dir(args))
     return 0
 
 

@@ -1,11 +1,15 @@
 """The packed VMMoE engine: leak-free packing, packed conv and scan, Mamba + MoE, leakage audit.
 
-Importable without Panel. Public names are imported lazily so that ``import model`` stays cheap
-(the concept store pulls in sentence-transformers only when it is used).
+Importable without Panel. This file is the facade on top of every layer, so it imports none of them
+at import time: every ``import model.<x>`` runs it first, and an eager import here would make the
+lowest module (``model.segments``) pull in the whole engine and the concept store. Public names
+resolve on first use instead (PEP 562 ``__getattr__``); the table below says where each one lives.
 """
 from __future__ import annotations
 
 import importlib
+
+from model.version import __version__
 
 _EXPORTS = {
     # segment layout
@@ -38,9 +42,14 @@ _EXPORTS = {
     "audit": "model.leakage",
     "AuditReport": "model.leakage",
     "leaky_config": "model.leakage",
+    # training and using a trained model
+    "TrainConfig": "model.train",
+    "Packing": "model.packing",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + ["__version__"]
+_SUBMODULES = {"segments", "packing", "ops", "config", "schema", "fileio", "device", "losses", "leakage", "trace",
+               "concepts", "train", "infer"}
 
 
 def __getattr__(name: str):
@@ -48,6 +57,6 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in {"leakage", "losses", "ops", "concepts", "packing", "segments", "trace", "train", "infer", "device"}:
+    if name in _SUBMODULES:
         return importlib.import_module(f"model.{name}")
     raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -1,31 +1,38 @@
-"""The ``vmmoe`` command. Each area registers its own sub-commands from ``model/commands/``."""
+"""The ``vmmoe`` command (also ``python -m model``). Each area registers its sub-commands from ``model/commands/``.
+
+Every command module is imported here, at the top: a module that fails to import is an error of the
+command, never a sub-command that silently disappears.
+"""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from model.version import __version__
+from model.commands import audit, concepts, train
+
 # One module per area; each defines ``register(subparsers)`` and sets ``func`` on its parsers.
-COMMAND_MODULES = (
-    "model.commands.audit",
-    "model.commands.concepts",
-    "model.commands.train",
-    "model.commands.bench",
-)
+COMMAND_MODULES = (audit, concepts, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmmoe", description="Packed VMMoE engine and workbench tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # that area is not built yet
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
+
+
+def command_paths(parser: argparse.ArgumentParser | None = None, path: tuple[str, ...] = ()):
+    """Yield ``(path, parser, help)`` of every sub-command, depth first (``("store", "info")``, ...)."""
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*path, name), sub, helps.get(name)
+                yield from command_paths(sub, (*path, name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,58 +1,58 @@
 """VMMoEConfig: every size and switch of the VMMoE model in one strict dataclass.
 
-``to_dict()`` / ``from_dict()`` round-trip through JSON (checkpoints, run folders, the workbench);
-``from_dict`` refuses unknown keys and bad values with a ValueError naming the field, so a typo in
-a config file is an error instead of a silently ignored setting.
+Each field is declared with ``model.schema.setting`` (its help, bounds and choices live on it), so
+``model.schema.specs(VMMoEConfig)`` is what a form or ``--help`` shows and ``__post_init__`` checks
+exactly that. ``to_dict()`` / ``from_dict()`` round-trip through JSON (checkpoints, run folders, the
+workbench); ``from_dict`` refuses unknown keys and bad values with a ValueError naming the field, so a
+typo in a config file is an error instead of a silently ignored setting.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-SCAN_BACKENDS = ("auto", "reference", "chunked")
+from model import schema
+from model.ops.selective_scan import available_backends
+from model.schema import setting
+
+
+def scan_backends() -> tuple[str, ...]:
+    """``"auto"`` and every scan backend registered with ``model.ops`` now (GPU kernels register themselves)."""
+    return ("auto", *available_backends())
 
 
 @dataclass
 class VMMoEConfig:
-    d_concept: int = 384          # concept-vector size (the sentence encoder's output)
-    d_model: int = 256            # residual stream width
-    n_layers: int = 4
-    d_state: int = 16             # SSM state size n
-    d_conv: int = 4               # causal conv width
-    expand: int = 2               # d_inner = expand * d_model
-    dt_rank: int | str = "auto"   # "auto" = ceil(d_model / 16), as in mamba_ssm
-    n_experts: int = 8
-    top_k: int = 2
-    moe_every: int = 1            # every moe_every-th block has an MoE feed-forward, the others a dense MLP
-    d_expert: int | None = None   # expert hidden size; None = 2 * d_model
-    balance_coef: float = 0.01    # weight of the per-segment load-balancing loss
-    z_loss_coef: float = 1e-3     # weight of the router z-loss
-    isolate_segments: bool = True  # False = the deliberately LEAKY configuration (no resets, row-wide router stats)
-    scan_backend: str = "auto"    # passed to model.ops.selective_scan
-    norm_eps: float = 1e-5
-    dt_min: float = 1e-3          # dt bias init range (mamba_ssm's defaults)
-    dt_max: float = 1e-1
+    d_concept: int = setting(384, "concept-vector size (the sentence encoder's output)", ge=1, group="sizes")
+    d_model: int = setting(256, "residual stream width", ge=1, group="sizes")
+    n_layers: int = setting(4, "number of [Mamba, feed-forward] blocks", ge=1, group="sizes")
+    d_state: int = setting(16, "SSM state size n", ge=1, group="mamba")
+    d_conv: int = setting(4, "causal conv width", ge=1, group="mamba")
+    expand: int = setting(2, "d_inner = expand * d_model", ge=1, group="mamba")
+    dt_rank: int | str = setting("auto", "rank of the step-size projection; 'auto' = ceil(d_model / 16), as in mamba_ssm",
+                                 ge=1, also=("auto",), group="mamba")
+    n_experts: int = setting(8, "experts per MoE layer", ge=1, group="moe")
+    top_k: int = setting(2, "experts chosen per token (<= n_experts)", ge=1, group="moe")
+    moe_every: int = setting(1, "every moe_every-th block has an MoE feed-forward, the others a dense MLP", ge=1,
+                             group="moe")
+    d_expert: int | None = setting(None, "expert hidden size; None = 2 * d_model", ge=1, optional=True, group="moe")
+    balance_coef: float = setting(0.01, "weight of the per-segment load-balancing loss", ge=0, group="moe")
+    z_loss_coef: float = setting(1e-3, "weight of the router z-loss", ge=0, group="moe")
+    isolate_segments: bool = setting(True, "reset state and router statistics at segment starts; False = the "
+                                           "deliberately LEAKY configuration", group="isolation")
+    scan_backend: str = setting("auto", "selective-scan backend (model.ops registry)", choices=scan_backends,
+                                group="mamba")
+    norm_eps: float = setting(1e-5, "RMSNorm epsilon", gt=0, group="numerics")
+    dt_min: float = setting(1e-3, "low end of the dt bias init range (mamba_ssm's default)", gt=0, group="numerics")
+    dt_max: float = setting(1e-1, "high end of the dt bias init range (mamba_ssm's default)", gt=0, group="numerics")
 
     def __post_init__(self) -> None:
-        for name in ("d_concept", "d_model", "n_layers", "d_state", "d_conv", "expand", "n_experts", "top_k",
-                     "moe_every"):
-            _check_int(name, getattr(self, name), minimum=1)
-        if self.dt_rank != "auto":
-            _check_int("dt_rank", self.dt_rank, minimum=1)
-        if self.d_expert is not None:
-            _check_int("d_expert", self.d_expert, minimum=1)
+        schema.check(self)
+        # rules between fields (one field's rules live on the field)
         if self.top_k > self.n_experts:
             raise ValueError(f"top_k={self.top_k} is larger than n_experts={self.n_experts}")
-        for name in ("balance_coef", "z_loss_coef"):
-            _check_float(name, getattr(self, name), minimum=0.0)
-        for name in ("norm_eps", "dt_min", "dt_max"):
-            _check_float(name, getattr(self, name), minimum=0.0, strict=True)
         if self.dt_min > self.dt_max:
             raise ValueError(f"dt_min={self.dt_min} is larger than dt_max={self.dt_max}")
-        if not isinstance(self.isolate_segments, bool):
-            raise ValueError(f"isolate_segments must be a bool, got {self.isolate_segments!r}")
-        if self.scan_backend not in SCAN_BACKENDS:
-            raise ValueError(f"scan_backend must be one of {SCAN_BACKENDS}, got {self.scan_backend!r}")
 
     # derived sizes
     @property
@@ -92,23 +92,4 @@ class VMMoEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VMMoEConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"VMMoEConfig.from_dict needs a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VMMoEConfig key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    # bool is an int subclass; True as a layer count is a mistake, not a 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value, minimum: float, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        return schema.from_mapping(cls, d)

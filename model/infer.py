@@ -6,18 +6,22 @@
   explicit state cache (``model.allocate_cache``), reset at every segment start.
 - ``generate(model, store, context_ids, n)``: read a context of concepts, then predict the next concept
   n times, each decoded to its nearest store sentences; stops when a prediction repeats the previous one.
-- ``evaluate_sequences`` / ``compare_checkpoints``: loss and metrics of one or two models on the same
-  packed evaluation set (by default the held-out documents of checkpoint A's run).
+- ``evaluate_sequences`` / ``compare_checkpoints`` live in ``model.train.evaluate`` (evaluation needs a
+  run's data and checkpoints); they are re-exported here, where a user of a trained model looks.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from model.segments import segment_starts
+from model.packing import pack_sequences
+from model.segments import segment_starts, validate_segment_ids
+from model.train.evaluate import compare_checkpoints, evaluate_sequences
+
+__all__ = ["packed_inference", "one_by_one", "step_inference", "generate", "GeneratedStep", "evaluate_sequences",
+           "compare_checkpoints"]
 
 
 def _model_device(model) -> torch.device:
@@ -33,8 +37,6 @@ def packed_inference(model, sequences: list[torch.Tensor], max_len: int | None =
     row length; a longer sequence is cut into chunks, each starting from a zero state.
     ``mode`` "packed" (rows with resets) or "padded" (one sequence per row).
     """
-    from model.packing import pack_sequences
-
     if mode not in ("packed", "padded"):
         raise ValueError(f"mode must be 'packed' or 'padded', got {mode!r}")
     if not sequences:
@@ -71,8 +73,6 @@ def step_inference(model, values: torch.Tensor, segment_ids: torch.Tensor | None
     rows, L, _ = values.shape
     if segment_ids is None:
         segment_ids = torch.zeros(rows, L, dtype=torch.long)
-    from model.segments import validate_segment_ids
-
     validate_segment_ids(segment_ids, rows, L)
     values, segment_ids = values.to(device), segment_ids.to(device)
     starts, real = segment_starts(segment_ids), segment_ids >= 0
@@ -139,66 +139,3 @@ def generate(model, store, context_ids: list[int], n: int, k: int = 3, repeat_th
             nxt = vec
         pred = model.step(nxt[None].to(device), cache)[0]
     return steps
-
-
-@torch.no_grad()
-def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_per_step: int = 16,
-                       loss: str = "cosine", temperature: float = 0.05, mode: str = "packed",
-                       strategy: str = "bfd", autocast_ctx=None) -> dict:
-    """Mean loss and metrics over sequences (packed rows, groups of ``rows_per_step`` rows), weighted by targets.
-
-    Retrieval accuracy (top1/top5) is measured among the targets of each group of rows.
-    """
-    from model.losses import concept_loss, concept_metrics
-    from model.packing import pack_sequences
-
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    full = pack_sequences([s.float() for s in sequences], max_len, mode=mode, strategy=strategy)
-    totals: dict[str, float] = {}
-    n = 0
-    for batch in full.steps(rows_per_step):
-        batch = batch.to(device)
-        with autocast_ctx or contextlib.nullcontext():
-            out = model(batch.values, batch.segment_ids)
-        lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=loss, temperature=temperature)
-        m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
-        parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss),
-                 **{k: float(v) for k, v in m.items() if k != "n_targets"}}
-        for key, v in parts.items():
-            totals[key] = totals.get(key, 0.0) + v * lo.n_targets
-        n += int(lo.n_targets)
-    model.train(was_training)
-    if n == 0:
-        raise ValueError("the evaluation sequences hold no next-concept target (all shorter than 2)")
-    return {**{k: v / n for k, v in totals.items()}, "targets": n}
-
-
-def compare_checkpoints(a, b, sequences: list[torch.Tensor] | None = None, max_len: int | None = None,
-                        rows_per_step: int = 16, loss: str | None = None) -> dict:
-    """A/B: two checkpoints (run folders or checkpoint folders) on the same packed evaluation set.
-
-    ``sequences`` default: the held-out documents of A's run (its data, seed and eval_fraction).
-    Returns {"a": {...metrics, path, step}, "b": {...}, "delta": b - a per metric, "targets": n}.
-    """
-    from model.train.config import TrainConfig
-    from model.train.data import load_sequences, split_documents
-    from model.train.runs import load_checkpoint
-
-    model_a, cfg_a, meta_a = load_checkpoint(a)
-    model_b, cfg_b, meta_b = load_checkpoint(b)
-    if cfg_a.d_concept != cfg_b.d_concept:
-        raise ValueError(f"checkpoints disagree on d_concept: {cfg_a.d_concept} vs {cfg_b.d_concept}")
-    tcfg = TrainConfig.from_dict(meta_a["train"])
-    if sequences is None:
-        seqs, _ = load_sequences(tcfg)
-        sequences = [s.vectors for s in split_documents(seqs, tcfg.eval_fraction, tcfg.seed)[1]]
-    max_len = max_len or tcfg.max_len
-    loss = loss or tcfg.loss
-    ra = evaluate_sequences(model_a, sequences, max_len, rows_per_step, loss)
-    rb = evaluate_sequences(model_b, sequences, max_len, rows_per_step, loss)
-    delta = {k: rb[k] - ra[k] for k in ra if k != "targets"}
-    return {"a": {**ra, "path": meta_a["path"], "step": meta_a["step"], "leaky": not cfg_a.isolate_segments},
-            "b": {**rb, "path": meta_b["path"], "step": meta_b["step"], "leaky": not cfg_b.isolate_segments},
-            "delta": delta, "targets": ra["targets"], "loss_kind": loss}

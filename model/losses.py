@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from model.segments import check_finite, global_segment_index, validate_segment_ids
 
-KINDS = ("cosine", "mse", "infonce")
+KINDS = ("cosine", "mse", "infonce")  # the one list of loss kinds (TrainConfig.loss's choices)
 _BLOCK = 1024  # queries per block when ranking: bounds memory at _BLOCK * candidates scores
 
 

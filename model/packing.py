@@ -24,6 +24,7 @@ stops being the best fit, so a whole bucket is served with one ``np.repeat``. Th
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -31,8 +32,39 @@ import torch
 
 from model.segments import position_ids_from_segments
 
-STRATEGIES = ("bfd", "ffd")
-MODES = ("packed", "padded", "single")
+STRATEGIES = ("bfd", "ffd")  # best-fit / first-fit decreasing
+MODES = ("packed", "padded", "single")  # row layouts a plan can have
+
+
+class Packing(StrEnum):
+    """How a training run lays out a step's sequences: the one place a packing mode is defined.
+
+    A value is what config files and forms hold (``"packed-leaky"``); ``layout`` is the row layout
+    it plans (one of ``MODES``) and ``isolates`` whether the model resets at segment starts. A new
+    mode is a new member here (its layout and isolation), and the config, the CLI help, the
+    workbench's form and the benchmarks follow.
+    """
+
+    PACKED = "packed"              # rows of many segments, state reset at each start (the point of the project)
+    PADDED = "padded"              # baseline: one sequence per row, padded to the longest
+    SINGLE = "single"              # baseline: one sequence per forward, no padding
+    PACKED_LEAKY = "packed-leaky"  # packed rows with resets off: demos and audits only, always labelled
+
+    @property
+    def layout(self) -> str:
+        """The row layout of a step (``plan_rows``' mode)."""
+        return "packed" if self in (Packing.PACKED, Packing.PACKED_LEAKY) else self.value
+
+    @property
+    def isolates(self) -> bool:
+        """Whether the model resets state and router statistics at segment starts."""
+        return self is not Packing.PACKED_LEAKY
+
+    @property
+    def eval_layout(self) -> str:
+        """Layout of the held-out evaluation: packed for packed runs, padded for the baselines (a
+        padded row equals a single forward, and one row at a time would only be slower)."""
+        return "packed" if self.layout == "packed" else "padded"
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,13 @@ A config dataclass declares each field with ``setting(...)`` instead of a bare d
 ``check(obj)`` validates an instance against its fields (a ``ValueError`` names the field and the
 rule); ``specs(cls)`` gives the ``Spec`` of each field, which the CLI help and the workbench's forms
 are built from, so a bound or a choice changes in one place and everything follows.
+
+For a form: ``Spec.kind`` says which widget fits ("choice", "bool", "int", "float", "str",
+"mapping"), ``Spec.group`` where it goes, ``Spec.default``/``choices``/bounds what it allows and
+``Spec.help`` its tooltip; ``groups(cls)`` lists the fields group by group.
+
+Choices may be a callable returning the allowed values, read each time a ``Spec`` is made, for lists
+that grow at run time (the scan backends a GPU package registers).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 _META = "vmmoe"
 
@@ -31,8 +38,8 @@ class Spec:
     ``type`` is the Python type of the value (``int``, ``float``, ``str``, ``bool``, ``dict``; an
     ``Enum`` subclass for enumerated fields, whose values are what files and forms hold).
     ``choices`` lists the allowed values (plain values, not enum members); ``ge``/``gt``/``le``/``lt``
-    bound numbers; ``optional`` lets ``None`` through; ``pattern_chars`` is the set of characters a
-    string may hold (``None``: any).
+    bound numbers; ``optional`` lets ``None`` through; ``allowed_chars`` are the characters a
+    string may hold besides letters and digits (``None``: any).
     """
 
     name: str
@@ -47,6 +54,15 @@ class Spec:
     optional: bool = False
     allowed_chars: str | None = None
     group: str = ""
+    also: tuple = ()              # values accepted besides the type's (dt_rank's "auto")
+    choice_key: Callable[[Any], Any] | None = None  # the part of a value the choices name ("cuda:1" -> "cuda")
+
+    @property
+    def kind(self) -> str:
+        """The widget a form needs: "choice", "bool", "int", "float", "str" or "mapping"."""
+        if self.choices is not None:
+            return "choice"
+        return {bool: "bool", int: "int", float: "float", str: "str", dict: "mapping"}.get(self.type, "str")
 
     def bounds_text(self) -> str:
         parts = []
@@ -66,7 +82,7 @@ class Spec:
         if self.choices is not None:
             extra.append("one of " + ", ".join(map(str, self.choices)))
         elif self.bounds_text():
-            extra.append(self.bounds_text())
+            extra.append(self.bounds_text() + "".join(f" or {a!r}" for a in self.also))
         extra.append(f"default {_plain(self.default)!r}")
         return f"{self.help} ({'; '.join(extra)})"
 
@@ -75,6 +91,8 @@ class Spec:
         where = f"{owner} {self.name}={value!r}"
         if value is None and self.optional:
             return None
+        if any(value == a and type(value) is type(a) for a in self.also):
+            return value
         kind = str if isinstance(self.type, type) and issubclass(self.type, Enum) else self.type
         if isinstance(value, Enum):
             value = value.value
@@ -85,7 +103,8 @@ class Spec:
             raise ValueError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
         if kind is float and not math.isfinite(value):
             raise ValueError(f"{where}: must be finite")
-        if self.choices is not None and value not in self.choices:
+        key = self.choice_key(value) if self.choice_key is not None else value
+        if self.choices is not None and key not in self.choices:
             raise ValueError(f"{where}: must be one of {', '.join(map(str, self.choices))}")
         for bound, ok in ((self.ge, lambda b: value >= b), (self.gt, lambda b: value > b),
                           (self.le, lambda b: value <= b), (self.lt, lambda b: value < b)):
@@ -97,21 +116,31 @@ class Spec:
 
 
 def setting(default, help: str, *, choices=None, ge=None, gt=None, le=None, lt=None, optional: bool = False,
-            allowed_chars: str | None = None, group: str = "", factory=None) -> Any:
-    """A dataclass field that carries its own rules (see the module docstring)."""
+            allowed_chars: str | None = None, group: str = "", factory=None, also: tuple = (),
+            choice_key: Callable[[Any], Any] | None = None) -> Any:
+    """A dataclass field that carries its own rules (see the module docstring).
+
+    ``choices``: a sequence, an ``Enum`` class (its values) or a callable returning a sequence.
+    ``also``: values accepted besides the field's type. ``choice_key``: maps a value to what the
+    choices list (a device "cuda:1" is the choice "cuda").
+    """
     if isinstance(choices, type) and issubclass(choices, Enum):
         choices = tuple(m.value for m in choices)
-    meta = {_META: dict(help=help, choices=None if choices is None else tuple(choices), ge=ge, gt=gt, le=le, lt=lt,
-                        optional=optional, allowed_chars=allowed_chars, group=group)}
+    elif choices is not None and not callable(choices):
+        choices = tuple(choices)
+    meta = {_META: dict(help=help, choices=choices, ge=ge, gt=gt, le=le, lt=lt, optional=optional,
+                        allowed_chars=allowed_chars, group=group, also=tuple(also), choice_key=choice_key)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 def _field_type(cls, f: dataclasses.Field) -> type:
+    """The field's value type from its annotation: ``X | None`` is X; ``int | str`` is int (the first),
+    the other values being listed in ``also``."""
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and args:
         hint = args[0]
     return typing.get_origin(hint) or hint
 
@@ -124,7 +153,18 @@ def specs(cls) -> list[Spec]:
         if meta is None:
             continue
         default = f.default if f.default is not MISSING else f.default_factory()
-        out.append(Spec(name=f.name, type=_field_type(cls, f), default=default, **meta))
+        choices = meta["choices"]
+        if callable(choices):
+            choices = tuple(choices())
+        out.append(Spec(name=f.name, type=_field_type(cls, f), default=default, **{**meta, "choices": choices}))
+    return out
+
+
+def groups(cls) -> dict[str, list[Spec]]:
+    """The specs of ``cls`` by group, groups and fields in declaration order (what a form lays out)."""
+    out: dict[str, list[Spec]] = {}
+    for s in specs(cls):
+        out.setdefault(s.group, []).append(s)
     return out
 
 
@@ -146,7 +186,7 @@ def from_mapping(cls, d: dict, owner: str | None = None):
     """``cls(**d)`` with unknown keys refused by name (a typo is an error, not a silently ignored setting)."""
     owner = owner or cls.__name__
     if not isinstance(d, dict):
-        raise ValueError(f"{owner} must be a mapping, got {type(d).__name__}")
+        raise ValueError(f"{owner} must be a mapping (a dict), got {type(d).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:

@@ -1,0 +1,1 @@
+"""The ``vmmoe`` sub-commands, one module per area (``register(subparsers)``)."""

@@ -9,6 +9,11 @@ import argparse
 import json
 from pathlib import Path
 
+from model.config import VMMoEConfig
+from model.leakage import audit, leaky_config
+from model.train import load_checkpoint
+from model.vmmoe import VMMoE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("audit", help="prove that packed segments do not leak into each other",
@@ -25,18 +30,11 @@ def register(subparsers) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from model.config import VMMoEConfig
-    from model.leakage import audit, leaky_config
-
     if args.checkpoint and args.config:
         raise ValueError("give either --checkpoint or --config, not both")
     if args.checkpoint:
-        from model.train import load_checkpoint
-
         model, cfg, _ = load_checkpoint(args.checkpoint)
         if args.leaky:  # same weights, isolation switched off
-            from model.vmmoe import VMMoE
-
             state = model.state_dict()
             model = VMMoE(leaky_config(cfg))
             model.load_state_dict(state)

@@ -5,10 +5,14 @@ import argparse
 import json
 from pathlib import Path
 
+import model.concepts  # the package's lazy facade: FAISS and the encoder load only when a store is opened
+from model.concepts.encoder import DEFAULT_ENCODER
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("ingest", help="add text/Markdown/JSONL/CSV/triple files to a concept store and encode them")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="text (.txt), Markdown (.md), JSONL, CSV or triple files to add")
     p.add_argument("--store", required=True, type=Path, help="store folder (created if missing)")
     p.add_argument("--encoder", default=None, help="sentence-transformers name or local path for a new store "
                                                    "(default all-MiniLM-L6-v2)")
@@ -18,7 +22,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_ingest)
 
     p = subparsers.add_parser("search", help="nearest sentences to a text in a concept store")
-    p.add_argument("query")
+    p.add_argument("query", help="the text to search for (encoded with the store's encoder)")
     p.add_argument("--store", type=Path, default=None, help="store folder (default: the default store)")
     p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     p.set_defaults(func=cmd_search)
@@ -30,20 +34,18 @@ def register(subparsers) -> None:
     info.add_argument("--json", action="store_true", help="print the statistics as JSON")
     info.set_defaults(func=cmd_info)
     repair = sub.add_parser("repair", help="rebuild a damaged or stale FAISS index from the database")
-    repair.add_argument("dir", type=Path)
+    repair.add_argument("dir", type=Path, help="store folder")
     repair.set_defaults(func=cmd_repair)
 
 
 def _open(path: Path | None, progress: bool = True):
-    from model.concepts import ConceptStore, open_default_store
-
-    return open_default_store(progress=progress) if path is None else ConceptStore.open(path)
+    if path is None:
+        return model.concepts.open_default_store(progress=progress)
+    return model.concepts.ConceptStore.open(path)
 
 
 def cmd_ingest(args) -> int:
-    from model.concepts import ConceptStore
-    from model.concepts.encoder import DEFAULT_ENCODER
-
+    ConceptStore = model.concepts.ConceptStore
     if (args.store / "manifest.json").is_file():
         store = ConceptStore.open(args.store)
         if args.encoder and args.encoder != store.encoder_name:
@@ -90,9 +92,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from model.concepts import ConceptStore
-
-    with ConceptStore.open(args.dir, repair=True) as store:
+    with model.concepts.ConceptStore.open(args.dir, repair=True) as store:
         store.rebuild_index()
         print(f"rebuilt the index of {args.dir}: {store.n_vectors} vectors")
     return 0

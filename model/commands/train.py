@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from model.train import TrainConfig, list_runs, resume_run, run_training, start_run
+from model.train.config import config_help
+from model.train.runs import RunDir
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a VMMoE from a JSON/TOML config",
-                              description="Train a VMMoE. Under `torchrun --nproc-per-node N` it runs with DDP.")
-    p.add_argument("config", nargs="?", help="train config (.json or .toml)")
+                              description="Train a VMMoE. Under `torchrun --nproc-per-node N` it runs with DDP.",
+                              epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="train config (.json or .toml; its keys are listed below)")
     p.add_argument("--runs-dir", help="folder for run folders (default $VMMOE_HOME/runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its last checkpoint")
     p.add_argument("--detach", action="store_true", help="start the run as a background process and return")
@@ -22,9 +27,6 @@ def register(subparsers) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from model.train import TrainConfig, resume_run, start_run
-    from model.train.runs import RunDir
-
     if args.resume:
         if args.config:
             raise ValueError("give either CONFIG or --resume RUN_DIR, not both")
@@ -43,16 +45,12 @@ def train(args: argparse.Namespace) -> int:
             print(f"started {handle.path} (pid {handle.pid})")
             return 0
         run_dir = None
-    from model.train.trainer import run_training
-
     state, path = run_training(cfg, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume))
     print(f"run {path}: {state}")
     return 0
 
 
 def runs(args: argparse.Namespace) -> int:
-    from model.train import list_runs
-
     rows = list_runs(args.runs_dir)
     if args.json:
         print(json.dumps(rows, indent=2))

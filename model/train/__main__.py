@@ -7,6 +7,7 @@ import sys
 
 from model.train.config import TrainConfig
 from model.train.runs import RunDir
+from model.train.trainer import run_training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_dict(RunDir(args.run_dir).read_config())
     else:
         p.error("give a CONFIG file or --run-dir")
-    from model.train.trainer import run_training
 
     state, path = run_training(cfg, run_dir=args.run_dir, runs_dir=args.runs_dir, resume=args.resume,
                                progress=not args.no_progress)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import model.concepts  # the package's lazy facade: FAISS and the encoder load only when a store is opened
+from model.packing import plan_rows
+
 
 @dataclass
 class TrainSequence:
@@ -93,10 +96,11 @@ def load_sequences(cfg, progress=None) -> tuple[list[TrainSequence], object | No
     if cfg.data == "synthetic":
         dim = int(cfg.model.get("d_concept", 384))
         seqs, store = synthetic_sequences(cfg.synthetic_docs, cfg.synthetic_mean_len, dim, min_len=cfg.min_len), None
+    elif cfg.data == "default":
+        store = model.concepts.open_default_store(progress=progress)
+        seqs = store_sequences(store, min_len=cfg.min_len)
     else:
-        from model.concepts import ConceptStore, open_default_store
-
-        store = open_default_store(progress=progress) if cfg.data == "default" else ConceptStore.open(cfg.data)
+        store = model.concepts.ConceptStore.open(cfg.data)
         seqs = store_sequences(store, min_len=cfg.min_len)
     seqs = cut_sequences(seqs, cfg.max_len, cfg.min_len)
     if not seqs:
@@ -106,8 +110,6 @@ def load_sequences(cfg, progress=None) -> tuple[list[TrainSequence], object | No
 
 def _planned_rows(lengths: np.ndarray, max_len: int, strategy: str) -> list[list[int]]:
     """Packed rows as lists of sequence indices (every length is <= max_len, so nothing is chunked)."""
-    from model.packing import plan_rows
-
     plan = plan_rows(lengths, max_len, strategy=strategy)
     rows: list[list[int]] = [[] for _ in range(plan.n_rows)]
     for seq, row in zip(plan.seq_index.tolist(), plan.row.tolist()):

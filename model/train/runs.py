@@ -32,8 +32,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 
-from model.fileio import sha256_file
+from model.config import VMMoEConfig
+from model.fileio import atomic_write, atomic_write_json, fsync_dir, home, sha256_file
+from model.train.config import TrainConfig
+from model.vmmoe import VMMoE
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
 
@@ -43,19 +47,12 @@ class CorruptCheckpointError(ValueError):
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get("VMMOE_HOME", Path.home() / ".cache" / "vmmoe")) / "runs"
+    """``home()/runs``: ``$VMMOE_HOME/runs``, else ``~/.cache/vmmoe/runs``."""
+    return home() / "runs"
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict:
@@ -82,7 +79,7 @@ class RunDir:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.mkdir()
         self.checkpoints.mkdir()
-        write_json_atomic(self.config, config_dict)
+        atomic_write_json(self.config, config_dict)
         self.write_status(state="created")
         return self
 
@@ -99,7 +96,7 @@ class RunDir:
 
     def write_status(self, **fields) -> dict:
         status = {**self.status(), **fields, "updated": now_iso()}
-        write_json_atomic(self.status_file, status)
+        atomic_write_json(self.status_file, status)
         return status
 
     def append_metrics(self, record: dict) -> None:
@@ -112,10 +109,7 @@ class RunDir:
         """Drop records past ``after_step`` (a resumed run re-logs the steps after its checkpoint); returns the kept ones."""
         records = read_metrics(self.path)
         kept = [r for r in records if r.get("step", 0) <= after_step]
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".metrics.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(r, default=float) + "\n" for r in kept)
-        os.replace(tmp, self.metrics_file)
+        atomic_write(self.metrics_file, "".join(json.dumps(r, default=float) + "\n" for r in kept))
         return kept
 
     # checkpoints
@@ -190,28 +184,37 @@ class MetricsTail:
 def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
                     trainer_state: dict, meta: dict, keep: int = 3) -> Path:
     """Write ``checkpoints/step_XXXXXX`` atomically, point ``latest`` at it, keep the newest ``keep``."""
-    from safetensors.torch import save_model
-
     final = run.checkpoints / f"step_{step:06d}"
+    pointer_tmp = run.checkpoints / ".latest.tmp"
     tmp = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=f".tmp-step_{step:06d}-"))
     try:
         save_model(model, str(tmp / "model.safetensors"))
-        write_json_atomic(tmp / "config.json", {"model": model_config, "train": train_config})
+        atomic_write_json(tmp / "config.json", {"model": model_config, "train": train_config})
         torch.save(trainer_state, tmp / "trainer.pt")
         files = {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES}
-        write_json_atomic(tmp / "meta.json", {**meta, "step": step, "saved": now_iso(), "files": files})
+        atomic_write_json(tmp / "meta.json", {**meta, "step": step, "saved": now_iso(), "files": files})
+        for name in ("model.safetensors", "trainer.pt"):  # written by safetensors / torch: make them durable
+            _fsync_file(tmp / name)
+        # The new pointer is on disk before the folder is renamed, so the two renames follow each other at
+        # once (a kill between them leaves the old pointer, still valid) and one folder fsync keeps both.
+        atomic_write(pointer_tmp, final.name)
         if final.exists():  # the same step saved again (stop right after a periodic checkpoint)
             shutil.rmtree(final)
         os.rename(tmp, final)
+        os.replace(pointer_tmp, run.checkpoints / "latest")
+        fsync_dir(run.checkpoints)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        pointer_tmp.unlink(missing_ok=True)
         raise
-    pointer_tmp = run.checkpoints / ".latest.tmp"
-    pointer_tmp.write_text(final.name)
-    os.replace(pointer_tmp, run.checkpoints / "latest")
     for old in run.checkpoint_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def verify_checkpoint(ckpt: Path) -> dict:
@@ -260,11 +263,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     ``meta`` holds the step, the resolved training device/dtype, the train config and the checkpoint path.
     The model is returned in eval mode.
     """
-    from safetensors.torch import load_model
-
-    from model.config import VMMoEConfig
-    from model.vmmoe import VMMoE
-
     ckpt, meta = find_checkpoint(path)
     cfgs = read_json(ckpt / "config.json")
     mcfg = VMMoEConfig.from_dict(cfgs["model"])
@@ -387,8 +385,6 @@ def start_run(config, runs_dir: str | Path | None = None) -> RunHandle:
 
     Bad configs raise ValueError here, before any folder or process exists.
     """
-    from model.train.config import TrainConfig
-
     if isinstance(config, (str, Path)):
         cfg = TrainConfig.from_file(config)
     elif isinstance(config, dict):

@@ -28,11 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_model
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from model.device import autocast, describe, peak_memory_mb, resolve_device, synchronize
+from model.losses import concept_loss, concept_metrics
+from model.packing import Packing, pack_sequences
 from model.train.config import TrainConfig
 from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
+from model.train.evaluate import evaluate_held_out
 from model.train.runs import RunDir, default_runs_dir, find_checkpoint, new_run_name, save_checkpoint
+from model.vmmoe import VMMoE
 
 
 @dataclass
@@ -96,15 +103,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def layouts(vectors: list[torch.Tensor], packing: str, max_len: int, strategy: str):
+def layouts(vectors: list[torch.Tensor], packing: Packing | str, max_len: int, strategy: str):
     """The forward passes of one step: one packed/padded batch, or one single-sequence batch per sequence."""
-    from model.packing import pack_sequences
-
-    if packing in ("packed", "packed-leaky"):
-        return [pack_sequences(vectors, max_len, mode="packed", strategy=strategy)]
-    if packing == "padded":
-        return [pack_sequences(vectors, max_len, mode="padded")]
-    return list(pack_sequences(vectors, max_len, mode="single").steps(1))
+    batch = pack_sequences(vectors, max_len, mode=Packing(packing).layout, strategy=strategy)
+    return list(batch.steps(1)) if batch.mode == "single" else [batch]
 
 
 class Trainer:
@@ -126,8 +128,6 @@ class Trainer:
         self.sampler = PackSampler([len(s) for s in self.train_seqs], cfg.max_len, cfg.rows_per_step,
                                    self.dist.world_size, self.dist.rank, cfg.seed, cfg.strategy)
 
-        from model.vmmoe import VMMoE
-
         self.model_config = cfg.model_config(self.train_seqs[0].vectors.shape[1])
         self.model = VMMoE(self.model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
@@ -138,8 +138,6 @@ class Trainer:
             self._restore()
         self.ddp = None
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
         self.meta = {**describe(self.device, self.dtype), "packing": cfg.packing,
@@ -159,8 +157,6 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------
 
     def _restore(self) -> None:
-        from safetensors.torch import load_model
-
         ckpt, meta = find_checkpoint(self.run.path)
         load_model(self.model, str(ckpt / "model.safetensors"), device=str(self.device))
         state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
@@ -183,8 +179,6 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------
 
     def _forward_loss(self, model, batch):
-        from model.losses import concept_loss
-
         with autocast(self.device, self.dtype):
             out = model(batch.values, batch.segment_ids)
         lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=self.cfg.loss,
@@ -193,9 +187,6 @@ class Trainer:
 
     def train_step(self, seq_index: list[int]) -> dict:
         """One optimizer step over the given training sequences; returns its metrics record."""
-        from model.losses import concept_metrics
-        from model.packing import pack_sequences
-
         cfg, model = self.cfg, self.ddp or self.model
         vectors = [self.train_seqs[i].vectors for i in seq_index]
         self.seen[seq_index] += 1
@@ -203,7 +194,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        batches = layouts(vectors, cfg.packing, cfg.max_len, cfg.strategy)
+        batches = layouts(vectors, cfg.packing_mode, cfg.max_len, cfg.strategy)
         n_total = sum(v.shape[0] - 1 for v in vectors)  # next-concept targets in this step
         sums = {"loss": 0.0, "aux_loss": 0.0, "balance": 0.0, "z": 0.0}
         loads, predictions, positions = None, [], 0
@@ -247,14 +238,9 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines)."""
-        from model.infer import evaluate_sequences
-
-        cfg = self.cfg
-        mode = "packed" if cfg.packing in ("packed", "packed-leaky") else "padded"
-        result = evaluate_sequences(self.model, [s.vectors for s in self.eval_seqs], cfg.max_len, cfg.rows_per_step,
-                                    cfg.loss, cfg.temperature, mode=mode, strategy=cfg.strategy,
-                                    autocast_ctx=autocast(self.device, self.dtype))
-        return {"split": "eval", "step": self.step, **result, "packing": cfg.packing}
+        result = evaluate_held_out(self.model, self.cfg, [s.vectors for s in self.eval_seqs],
+                                   autocast(self.device, self.dtype))
+        return {"split": "eval", "step": self.step, **result, "packing": self.cfg.packing}
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -307,6 +293,7 @@ class Trainer:
         self._install_signal_handlers()
         writer = None
         if run is not None and cfg.tensorboard:
+            # here, not at the top: importing tensorboard costs ~1 s and runs with tensorboard=False skip it
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(run.tensorboard))
@@ -318,8 +305,6 @@ class Trainer:
                              resumed_from=getattr(self, "resumed_from", None), **self.meta)
         bar = None
         if self.progress and self.dist.is_main:
-            from tqdm import tqdm
-
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
         if self.step == 0 and self.dist.is_main:
             self._log(self.evaluate(), writer)

@@ -83,8 +83,8 @@ def test_the_run_form_is_built_from_the_train_schema():
     assert first is form.train.widgets["steps"]
 
 
-def test_the_schema_wins_over_the_fallback(monkeypatch):
-    """Once TrainConfig declares its fields with setting(), the form reads them (the fallback goes then)."""
+def test_the_form_follows_whatever_the_schema_declares(monkeypatch):
+    """A bound or a choice changed in the schema changes the form: nothing is restated in the view."""
     @dataclass
     class Declared:
         data: str = setting("default", "data")

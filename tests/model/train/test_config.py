@@ -1,4 +1,5 @@
-"""TrainConfig: strict parsing from dicts, JSON and TOML, refused before anything starts."""
+"""TrainConfig: strict parsing from dicts, JSON and TOML, refused before anything starts; the schema forms use."""
+import importlib
 import json
 
 import pytest
@@ -51,3 +52,43 @@ def test_start_run_refuses_a_bad_config_before_making_a_folder(tmp_path):
     with pytest.raises(ValueError, match="rows_per_step"):
         start_run({"rows_per_step": -1}, tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_packing_modes_own_their_layout_and_isolation():
+    from model.packing import MODES, Packing
+
+    assert [m.value for m in Packing] == ["packed", "padded", "single", "packed-leaky"]
+    assert {m.layout for m in Packing} <= set(MODES)
+    assert [m for m in Packing if not m.isolates] == [Packing.PACKED_LEAKY]
+    assert Packing.PACKED_LEAKY.layout == "packed" and Packing.SINGLE.eval_layout == "padded"
+    assert not TrainConfig(packing="packed-leaky").isolate_segments
+
+
+def test_the_schema_is_what_a_form_needs():
+    from model import schema
+
+    fields = {s.name: s for s in TrainConfig.form_fields()}
+    assert "model" not in fields and "model.d_model" in fields
+    assert "model.d_concept" not in fields and "model.isolate_segments" not in fields  # set by the data / packing
+    assert fields["packing"].kind == "choice" and fields["packing"].choices == ("packed", "padded", "single",
+                                                                                 "packed-leaky")
+    assert (fields["lr"].gt, fields["lr"].lt, fields["lr"].kind) == (0, 1, "float")
+    assert fields["tensorboard"].kind == "bool" and fields["model.d_model"].group == "model"
+    assert all(s.help for s in fields.values())
+    assert list(schema.groups(TrainConfig)) == ["model", "data", "layout", "optimisation", "run"]
+    with pytest.raises(ValueError, match="lr=1"):  # the bound the form shows is the bound that is checked
+        TrainConfig.from_form({"lr": 1})
+    assert TrainConfig.from_form({"warmup_steps": 0, "weight_decay": 0}).weight_decay == 0.0  # int -> float
+    assert TrainConfig.from_form({"steps": 5, "model.d_model": 32}) == TrainConfig(steps=5, model={"d_model": 32})
+
+
+def test_scan_backend_choices_come_from_the_ops_registry(monkeypatch):
+    from model import schema
+    from model.config import VMMoEConfig
+    ss = importlib.import_module("model.ops.selective_scan")  # the module (model.ops.selective_scan is the function)
+
+    with pytest.raises(ValueError, match="scan_backend='fused'"):
+        VMMoEConfig(scan_backend="fused")
+    monkeypatch.setitem(ss._BACKENDS, "fused", ss.ScanBackend("fused", ss.available_backends()["reference"].fn, True))
+    assert VMMoEConfig(scan_backend="fused").scan_backend == "fused"
+    assert "fused" in schema.spec(VMMoEConfig, "scan_backend").choices

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from model.infer import compare_checkpoints, generate
+from model.infer import generate
+from model.train.evaluate import compare_checkpoints
 from model.train import TrainConfig, load_checkpoint, read_metrics, start_run
 from model.train.data import load_sequences, split_documents
 

@@ -21,7 +21,6 @@ from model.device import resolve_device
 from model.schema import Spec, specs
 from model.train import TrainConfig
 from workbench import services
-from workbench.views.training import fallback_specs
 
 # The fields the run form shows, in this order, with their labels.
 TRAIN_FIELDS = {"data": "data", "packing": "packing", "loss": "loss", "device": "device", "steps": "steps",
@@ -148,13 +147,11 @@ class SpecForm(pn.viewable.Viewer):
 
 
 def train_specs() -> list[Spec]:
-    # Fallback until TrainConfig declares its fields with model.schema.setting: it goes when the schema lands.
-    return specs(TrainConfig) or fallback_specs.TRAIN
+    return specs(TrainConfig)
 
 
 def model_specs() -> list[Spec]:
-    # Fallback until VMMoEConfig declares its fields with model.schema.setting: it goes when the schema lands.
-    return specs(VMMoEConfig) or fallback_specs.MODEL
+    return specs(VMMoEConfig)
 
 
 class RunForm(pn.viewable.Viewer):

@@ -1,1 +1,0 @@
-"""Reproducible speed and size measurements; run each as ``python -m benchmarks.bench_<name>``."""
