@@ -44,7 +44,8 @@ from model.concepts.database import (DB_FILE, FORMAT_VERSION, STATUSES, ConceptD
                                      Sentence, check_status)
 from model.concepts.encoder import DEFAULT_ENCODER, Encoder, Progress, canonical_name
 from model.concepts.errors import ConceptStoreError, EncoderMismatchError, StoreCorruptedError
-from model.concepts.ingest import TRIPLE_SUFFIXES, RawDocument, read_documents, read_triples, split_sentences
+from model.concepts.ingest import (TRIPLE_SUFFIXES, IngestError, RawDocument, expand_paths, read_documents,
+                                   read_triples, split_sentences)
 from model.concepts.sequences import ConceptSequence, graph_chains
 from model.concepts.synced_index import MANIFEST_FILE, Manifest, SyncedIndex
 from model.concepts.writer_lock import LOCK_FILE, StoreBusyError, WriterLock
@@ -361,19 +362,16 @@ class ConceptStore:
 
     def add_files(self, paths: Sequence[str | Path], auto_accept: bool = False, text_field: str = "text",
                   text_column: str = "text", chain_max_len: int = 8) -> IngestReport:
-        """Text, Markdown, JSONL, CSV and triple (.tsv) files; all are read and checked before any is stored."""
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        docs, chains = [], []
-        for p in map(Path, paths):
-            if p.suffix.lower() in TRIPLE_SUFFIXES:
-                chains.append((str(p), graph_chains(read_triples(p), max_len=chain_max_len)))
-            else:
-                found = read_documents(p, text_field=text_field, text_column=text_column)
-                if not any(d.sentences for d in found):
-                    raise ConceptStoreError(f"{p}: no sentences found")
-                docs += found
-        report = self._add(docs, auto_accept, chains)
-        report.sources = [str(p) for p in paths]
+        """Text, Markdown, JSONL, CSV and triple (.tsv) files, and folders of them; all are read and checked
+        before any is stored (``read_files``)."""
+        return self.add_read(read_files(paths, text_field=text_field, text_column=text_column,
+                                        chain_max_len=chain_max_len), auto_accept)
+
+    def add_read(self, read: "ReadFiles", auto_accept: bool = False) -> IngestReport:
+        """Store what ``read_files`` read."""
+        report = self._add(read.docs, auto_accept, read.chains)
+        report.sources = [f for f, _, _ in read.files]
+        report.files = list(read.files)
         return report
 
     def add_triples(self, triples: Sequence[tuple[str, str, str]], source: str = "graph",
@@ -471,6 +469,34 @@ class ConceptStore:
         neighbours, ``random`` = uniform. Vectors: ``store.vectors(out.ravel()).reshape(n, k, dim)``."""
         with self._db.lock:  # its reads see one state of the store
             return sequences.distractors(self, ids, k, kind=kind, seed=seed)
+
+
+@dataclass
+class ReadFiles:
+    """Files read and checked, not yet stored: text documents, graph chains, and (file, documents, sentences)."""
+    docs: list[RawDocument]
+    chains: list[tuple[str, list]]
+    files: list[tuple[str, int, int]]
+
+
+def read_files(paths: Sequence[str | Path] | str | Path, text_field: str = "text", text_column: str = "text",
+               chain_max_len: int = 8) -> ReadFiles:
+    """Read and check every file (folders: their supported files, sorted) before anything is stored;
+    an ``IngestError`` names the first bad one. Needs no store, so a command can validate before it
+    creates one."""
+    docs, chains, files = [], [], []
+    for p in expand_paths(paths):
+        if p.suffix.lower() in TRIPLE_SUFFIXES:
+            found = graph_chains(read_triples(p), max_len=chain_max_len)
+            chains.append((str(p), found))
+            files.append((str(p), len(found), sum(len(c.nodes) for c in found)))
+        else:
+            found = read_documents(p, text_field=text_field, text_column=text_column)
+            if not any(d.sentences for d in found):
+                raise IngestError(f"{p}: no sentences found")
+            docs += found
+            files.append((str(p), len(found), sum(len(d.sentences) for d in found)))
+    return ReadFiles(docs, chains, files)
 
 
 def _make_parents(folder: Path) -> list[Path]:
