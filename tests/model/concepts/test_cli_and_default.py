@@ -11,7 +11,7 @@ def test_ingest_search_info_commands(tmp_path, sample_dir, capsys):
     store = tmp_path / "cli-store"
     assert main(["ingest", str(sample_dir / "tides.md"), str(sample_dir / "facts.jsonl"), "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "creating store" in out and "sentences from 4 documents" in out and "encoded" in out
+    assert "created store" in out and "sentences from 4 documents" in out and "encoded" in out
     assert main(["search", "--store", str(store), "-k", "2", "What makes the sea rise and fall?"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "tide" in lines[0].lower()
