@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import model.concepts  # the package's lazy facade: FAISS and the encoder load only when a store is opened
-from model.concepts.encoder import DEFAULT_ENCODER
+from model.concepts.encoder import DEFAULT_ENCODER, canonical_name
 
 
 def register(subparsers) -> None:
@@ -45,21 +45,35 @@ def _open(path: Path | None, progress: bool = True):
 
 
 def cmd_ingest(args) -> int:
-    ConceptStore = model.concepts.ConceptStore
+    ConceptStore, read_files = model.concepts.ConceptStore, model.concepts.read_files
+    # everything is checked before anything is made: the files, then the store folder and the encoder
+    read = read_files(args.paths, text_field=args.text_field, text_column=args.text_column)
+    for file, docs, sentences in read.files:
+        print(f"read {file}: {sentences} sentences in {docs} document(s)", flush=True)
     if (args.store / "manifest.json").is_file():
         store = ConceptStore.open(args.store)
-        if args.encoder and args.encoder != store.encoder_name:
-            raise ValueError(f"{args.store} holds {store.encoder_name!r} vectors; --encoder {args.encoder!r} differs")
+    elif args.store.exists() and (not args.store.is_dir() or any(args.store.iterdir())):
+        raise ValueError(f"{args.store} exists and is not a concept store (nor an empty folder); "
+                         f"choose another --store")
     else:
-        print(f"creating store {args.store} ({args.encoder or DEFAULT_ENCODER})", flush=True)
-        store = ConceptStore.create(args.store, encoder=args.encoder or DEFAULT_ENCODER)
+        encoder = args.encoder or DEFAULT_ENCODER
+        try:
+            store = ConceptStore.create(args.store, encoder=encoder)
+            print(f"created store {args.store} ({encoder})", flush=True)
+        except ValueError:
+            if not (args.store / "manifest.json").is_file():
+                raise
+            store = ConceptStore.open(args.store)  # another ingest created it a moment ago: add to it
     with store:
-        print(f"reading {len(args.paths)} file(s)", flush=True)
-        report = store.add_files(args.paths, auto_accept=not args.review, text_field=args.text_field,
-                                 text_column=args.text_column)
-        print(report, flush=True)
+        if args.encoder and canonical_name(args.encoder) != store.encoder_name:
+            raise ValueError(f"{args.store} holds {store.encoder_name!r} vectors; --encoder {args.encoder!r} differs")
         if not args.review:
-            print(store.encode_pending(progress=True), flush=True)
+            store.encoder  # loaded before taking the writer lock (seconds another ingest need not wait)
+        with store.writer():  # one writer from the adding to the encoding (another ingest waits)
+            report = store.add_read(read, auto_accept=not args.review)
+            print(report, flush=True)
+            if not args.review:
+                print(store.encode_pending(progress=True), flush=True)
         s = store.stats()
         print(f"store {args.store}: {s['sentences']} sentences in {s['documents']} documents, "
               f"{s['accepted']} accepted, {s['pending']} pending, {s['rejected']} rejected, "
@@ -68,6 +82,10 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_search(args) -> int:
+    if not args.query.strip():  # refused before a store is opened (or the default one built)
+        raise ValueError("the query is empty: give a text to search for, e.g. vmmoe search \"why do tides rise?\"")
+    if args.k <= 0:
+        raise ValueError(f"-k must be positive, got {args.k}")
     with _open(args.store) as store:
         hits = store.search(args.query, k=args.k)
         if not hits:

@@ -35,6 +35,7 @@ _EXPORTS = {
     "Document": "model.concepts.store",
     "IngestReport": "model.concepts.store",
     "EncodeReport": "model.concepts.store",
+    "read_files": "model.concepts.store",
     "Encoder": "model.concepts.encoder",
     "EncoderUnavailableError": "model.concepts.encoder",
     "DEFAULT_ENCODER": "model.concepts.encoder",

@@ -10,12 +10,15 @@ indexed, searched and turned into sequences.
 - When encoding, a text sentence too close (FAISS inner product >= ``near_duplicate_cosine``) to an
   indexed one or to an earlier one of the same batch is rejected, unless a person accepted it by hand.
 - A person's status change (``set_status``) marks the sentence reviewed.
+- A document whose sentences are those of a document already in the store (same kind, same texts in
+  the same order: ``content_key``) is not added again; the report names it (re-ingesting a file).
 
 The functions here decide and write through an open ``ConceptDatabase.write()`` transaction; they
 never touch the index or the files (the store syncs those after the commit).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -46,11 +49,21 @@ class IngestReport:
     rejections: Counter = field(default_factory=Counter)  # check name -> sentences failing it
     ids: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    files: list[tuple[str, int, int]] = field(default_factory=list)  # (file, documents, sentences) read
+    already_stored: list[str] = field(default_factory=list)  # documents not added: the store has their sentences
 
     def __str__(self) -> str:
         why = ", ".join(f"{name} {n}" for name, n in self.rejections.most_common()) or "none"
-        return (f"{self.sentences} sentences from {self.documents} documents: {self.accepted} accepted, "
-                f"{self.pending} pending, {self.rejected} rejected (failed checks: {why})")
+        out = (f"{self.sentences} sentences from {self.documents} documents: {self.accepted} accepted, "
+               f"{self.pending} pending, {self.rejected} rejected (failed checks: {why})")
+        if self.already_stored:
+            names = ", ".join(self.already_stored[:5]) + (", …" if len(self.already_stored) > 5 else "")
+            n = len(self.already_stored)
+            out += (f"; {n} document{'s' if n > 1 else ''} already in the store with the same sentences, "
+                    f"not added again ({names})")
+            if not self.documents:
+                out = f"nothing added: {out}"
+        return out
 
 
 @dataclass
@@ -70,7 +83,19 @@ def add(db: ConceptDatabase, docs: Sequence[RawDocument], chains: Sequence[tuple
     """Store text documents (checked) and graph chains (one document of node texts each)."""
     report, now = IngestReport(), time.time()
     seen: dict[str, int] = {}  # norm -> first id, within this call (not yet visible to duplicate_of)
+    stored = {content_key(kind, texts) for kind, texts in db.document_contents()}
+
+    def already_stored(name: str, kind: str, texts: Sequence[str]) -> bool:
+        key = content_key(kind, texts)
+        if texts and key in stored:
+            report.already_stored.append(name)
+            return True
+        stored.add(key)
+        return False
+
     for doc in docs:
+        if already_stored(doc.name, "text", doc.sentences):
+            continue
         doc_id = db.insert_document(doc.name, doc.source, "text", now)
         report.documents += 1
         for pos, text in enumerate(doc.sentences):
@@ -85,6 +110,8 @@ def add(db: ConceptDatabase, docs: Sequence[RawDocument], chains: Sequence[tuple
             report.rejections.update(name for name, passed, _ in checks if not passed)
     for source, source_chains in chains:
         for chain in source_chains:
+            if already_stored(str(chain), "graph", chain.nodes):
+                continue
             doc_id = db.insert_document(str(chain), source, "graph", now)
             report.documents += 1
             for pos, text in enumerate(chain.nodes):
@@ -94,6 +121,11 @@ def add(db: ConceptDatabase, docs: Sequence[RawDocument], chains: Sequence[tuple
                 report.sentences += 1
                 report.accepted += 1
     return report
+
+
+def content_key(kind: str, texts: Sequence[str]) -> str:
+    """What makes two documents the same: their kind and their sentences' texts, in order (sha256)."""
+    return hashlib.sha256("\x1e".join([kind, *texts]).encode()).hexdigest()
 
 
 def set_status(db: ConceptDatabase, ids: Sequence[int], status: str) -> None:

@@ -300,6 +300,18 @@ class ConceptDatabase:
         """sentence id -> document id, for every indexed sentence."""
         return {r["id"]: r["doc_id"] for r in self._all(f"SELECT id, doc_id FROM sentences WHERE {INDEXED}")}
 
+    def document_contents(self) -> Iterator[tuple[str, list[str]]]:
+        """(kind, sentence texts in order) of every document that has sentences."""
+        rows = self._all("SELECT s.doc_id, d.kind, s.text FROM sentences s JOIN documents d ON d.id = s.doc_id "
+                         "ORDER BY s.doc_id, s.position, s.id")
+        start = 0
+        while start < len(rows):
+            end = start
+            while end < len(rows) and rows[end]["doc_id"] == rows[start]["doc_id"]:
+                end += 1
+            yield rows[start]["kind"], [r["text"] for r in rows[start:end]]
+            start = end
+
     def to_encode(self) -> list[sqlite3.Row]:
         """Accepted sentences without a vector, by id: ``id, text, reviewed, kind`` (of the document), ``checks``."""
         return self._all("SELECT s.id, s.text, s.reviewed, d.kind, s.checks FROM sentences s JOIN documents d "

@@ -2,7 +2,10 @@
 
 Formats (chosen by the file's suffix):
 
-- ``.txt .text .rst`` plain text and ``.md .markdown`` Markdown: one file is one document.
+- ``.txt .text .rst`` plain text and ``.md .markdown`` Markdown: one file is one document. Markdown
+  is parsed (markdown-it-py): link text kept (the address where a link has none), code blocks, HTML
+  and tables dropped, headings and list items are paragraphs of their own.
+- a folder: its supported files, in sorted order (``expand_paths``; subfolders are not entered).
 - ``.jsonl``: one document per line, its text in ``text_field`` (default ``"text"``).
 - ``.csv``: one document per row, its text in ``text_column`` (default ``"text"``).
 - ``.tsv``: (head, relation, tail) triples, one per line, for graph chains (see ``sequences.py``).
@@ -112,42 +115,62 @@ def _paragraphs(text: str) -> list[str]:
     return blocks
 
 
-_MD_FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
-_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
-_MD_QUOTE = re.compile(r"^\s*>\s?")
-_MD_BULLET = re.compile(r"^\s*([-*+]|\d+[.)])\s+")
-_MD_INLINE = [
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),   # images -> alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),    # links -> link text
-    (re.compile(r"<[^>]+>"), ""),                     # inline HTML
-    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),          # bold
-    (re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?!\w)"), r"\1"),  # italics
-]
+_markdown_parser = None
 
 
-def _strip_markdown(text: str) -> str:
-    """Markdown -> plain paragraphs: code fences and table rows dropped (they are not sentences)."""
-    text = _MD_FENCE.sub("", text)
-    lines = []
-    for line in text.splitlines():
-        if line.lstrip().startswith("|"):
-            continue
-        line = _MD_QUOTE.sub("", line)
-        if _MD_HEADING.match(line) or _MD_BULLET.match(line):
-            lines.append("")  # headings and list items are paragraphs of their own
-            line = _MD_BULLET.sub("", _MD_HEADING.sub("", line))
-        for pat, rep in _MD_INLINE:
-            line = pat.sub(rep, line)
-        lines.append(line)
-    return "\n".join(lines)
+def _markdown() -> "markdown_it.MarkdownIt":
+    global _markdown_parser
+    if _markdown_parser is None:
+        from markdown_it import MarkdownIt  # CommonMark, as GitHub and most renderers read it
+
+        _markdown_parser = MarkdownIt("commonmark", {"html": True}).enable("table")
+    return _markdown_parser
+
+
+def _inline_text(children) -> str:
+    """An inline token's text: link text (the URL where a link has none: autolinks, e-mail addresses),
+    image alt text, inline code's content; inline HTML dropped, line breaks become spaces."""
+    out: list[str] = []
+    link_stack: list[tuple[str, int]] = []  # (href, len(out) at the link's start)
+    for tok in children or ():
+        if tok.type in ("text", "code_inline"):
+            out.append(tok.content)
+        elif tok.type in ("softbreak", "hardbreak"):
+            out.append(" ")
+        elif tok.type == "image":
+            out.append(_inline_text(tok.children) or tok.content)
+        elif tok.type == "link_open":
+            link_stack.append((str(tok.attrs.get("href", "")), len(out)))
+        elif tok.type == "link_close" and link_stack:
+            href, start = link_stack.pop()
+            if not "".join(out[start:]).strip():
+                out.append(href.removeprefix("mailto:"))
+        # html_inline, emphasis markers (em/strong open/close): no text of their own
+    return "".join(out)
+
+
+def markdown_paragraphs(text: str) -> list[str]:
+    """Markdown -> its prose blocks, each one line: paragraphs, headings, list items and quotes (each a
+    block of its own). Code blocks (fenced or indented), HTML blocks and tables are dropped: they are not
+    sentences. Parsed by markdown-it-py (CommonMark), not by patterns."""
+    blocks, in_table = [], 0
+    for tok in _markdown().parse(text):
+        if tok.type == "table_open":
+            in_table += 1
+        elif tok.type == "table_close":
+            in_table -= 1
+        elif tok.type == "inline" and not in_table:
+            para = " ".join(_inline_text(tok.children).split())
+            if para:
+                blocks.append(para)
+        # fence, code_block, html_block, hr: dropped
+    return blocks
 
 
 def split_sentences(text: str, markdown: bool = False, split_chars: int = SPLIT_CHARS) -> list[str]:
     """A document's text -> its sentences, in order."""
-    if markdown:
-        text = _strip_markdown(text)
     out = []
-    for para in _paragraphs(text):
+    for para in (markdown_paragraphs(text) if markdown else _paragraphs(text)):
         for sentence in _segment(para):
             out.extend(cap_length(sentence, split_chars))
     return out
@@ -229,6 +252,25 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
     if not triples:
         raise IngestError(f"{path}: no triples")
     return triples
+
+
+def expand_paths(paths) -> list[Path]:
+    """The files to read: a file as given, a folder as its supported files (not hidden, sorted; subfolders
+    not entered). A path that does not exist, or a folder with no supported file, is an ``IngestError``."""
+    out = []
+    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir()
+                           if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in SUFFIXES)
+            if not files:
+                raise IngestError(f"{p}: a folder with no files of a supported type (supported: {sorted(SUFFIXES)}; "
+                                  f"subfolders are not read)")
+            out += files
+        elif not p.exists():
+            raise IngestError(f"{p}: no such file or folder")
+        else:
+            out.append(p)
+    return out
 
 
 def read_documents(path: Path, text_field: str = "text", text_column: str = "text") -> list[RawDocument]:

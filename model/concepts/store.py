@@ -4,6 +4,7 @@
       concepts.sqlite     the record: sentences, documents, statuses, checks, vectors   (``database``)
       index-<gen>.faiss   the accepted, encoded sentences' vectors (ids = sentence ids)  (``synced_index``)
       manifest.json       which index file belongs to which database generation        (``synced_index``)
+      writer.lock         held (``flock``) by the one process writing the store        (``writer_lock``)
 
 ``ConceptStore`` is the face the workbench, the CLI, training and the notebooks use; it owns no
 policy of its own but the order of a change, and delegates:
@@ -14,13 +15,20 @@ policy of its own but the order of a change, and delegates:
 - ``curation``: which status a sentence gets and why (checks, edits, near-duplicates);
 - ``sequences``: training sequences and distractors, through the store's read API.
 
-Every change goes through ``_writing()``: one database transaction, then (if the indexed vectors
-changed) the index sync and save. One process writes a store at a time; any number may read. A file
+Every change goes through ``_writing()``: under the store's writer lock, one database transaction,
+then (if the indexed vectors changed) the index sync and save. One process writes a store at a time,
+enforced: a second writer waits for the lock (bounded, with notices), then re-reads the index before
+its change, so nothing the first one did is lost. Any number may read, without the lock. A file
 that fails its checksum or a database SQLite cannot read is a ``StoreCorruptedError``
 (``open(path, repair=True)`` rebuilds a bad index from the database).
 """
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,14 +44,17 @@ from model.concepts.database import (DB_FILE, FORMAT_VERSION, STATUSES, ConceptD
                                      Sentence, check_status)
 from model.concepts.encoder import DEFAULT_ENCODER, Encoder, Progress, canonical_name
 from model.concepts.errors import ConceptStoreError, EncoderMismatchError, StoreCorruptedError
-from model.concepts.ingest import TRIPLE_SUFFIXES, RawDocument, read_documents, read_triples, split_sentences
+from model.concepts.ingest import (TRIPLE_SUFFIXES, IngestError, RawDocument, expand_paths, read_documents,
+                                   read_triples, split_sentences)
 from model.concepts.sequences import ConceptSequence, graph_chains
 from model.concepts.synced_index import MANIFEST_FILE, Manifest, SyncedIndex
+from model.concepts.writer_lock import LOCK_FILE, StoreBusyError, WriterLock
+from model.fileio import fsync_dir
 
 # Names that callers import from here (the store's public vocabulary, wherever it is defined now).
 __all__ = ["ConceptStore", "ConceptStoreError", "StoreCorruptedError", "EncoderMismatchError", "Sentence",
            "Document", "IndexedDocument", "IngestReport", "EncodeReport", "STATUSES", "FORMAT_VERSION", "DB_FILE",
-           "MANIFEST_FILE"]
+           "MANIFEST_FILE", "LOCK_FILE", "StoreBusyError"]
 
 
 @dataclass
@@ -68,6 +79,11 @@ class ConceptStore:
         self.encoder_name: str = db.encoder_name
         self.dim: int = db.dim
         self.check_config: CheckConfig = db.check_config
+        # the writer lock (``timeout``: seconds a second writer waits, default $VMMOE_STORE_WAIT; ``notice``:
+        # where its waiting messages go, default stderr); held while ``_write_depth`` > 0
+        self.writer_lock = WriterLock(self.path)
+        self._write_depth = 0
+        self._write_thread = threading.RLock()  # threads of this process take turns at writing
 
     # --- creating and opening -------------------------------------------------------------------
 
@@ -92,10 +108,41 @@ class ConceptStore:
             dim_ = int(dim) if dim is not None else enc.dim
         if dim_ <= 0:
             raise ConceptStoreError(f"dim must be positive, got {dim_}")
-        # checked: from here on the store is made
-        path.mkdir(parents=True, exist_ok=True)
-        db = ConceptDatabase.create(path, name, dim_, check_config or CheckConfig())
-        return cls(path, db, SyncedIndex.create(path, db), enc)
+        # checked: from here on the store is made, in a temporary folder renamed into place when complete
+        # (a failed or killed creation leaves no store, no folder of its own: missing parents are removed too)
+        made = _make_parents(path.parent)
+        tmp, lock = None, None
+        try:
+            _remove_abandoned_creations(path)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.creating-", dir=path.parent))
+            lock = WriterLock(tmp)
+            lock.acquire(blocking=False)
+            db = ConceptDatabase.create(tmp, name, dim_, check_config or CheckConfig())
+            try:
+                SyncedIndex.create(tmp, db)
+            finally:
+                db.close()
+            try:
+                os.rename(tmp, path)  # replaces an empty folder; refused if another process made a store there first
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise ConceptStoreError(f"{path} already exists and is not an empty folder") from None
+                raise
+            tmp = None
+            fsync_dir(path.parent)
+        except BaseException:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            for folder in reversed(made):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+        return cls.open(path, encoder=enc)
 
     @classmethod
     def open(cls, path, encoder: Encoder | None = None, repair: bool = False) -> "ConceptStore":
@@ -108,6 +155,17 @@ class ConceptStore:
             store = cls(path, db, SyncedIndex.load(path, db, manifest, repair=repair))
             if encoder is not None:
                 store.use_encoder(encoder)
+            if store._index.unsaved:
+                # a stale or (with repair) damaged index was rebuilt in memory: saved by a writer only. Repair
+                # waits for the lock; a reader saves it only if no writer is at work (else that writer will)
+                if repair:
+                    with store.writer():
+                        pass  # taking the lock refreshes and saves the index
+                elif store.writer_lock.acquire(blocking=False, create=False):
+                    try:
+                        store._index.refresh(save=True)
+                    finally:
+                        store.writer_lock.release()
         except BaseException:
             db.close()
             raise
@@ -188,6 +246,9 @@ class ConceptStore:
         """The ``k`` accepted sentences nearest to a text or a vector, with cosine scores, best first."""
         if k <= 0:
             raise ConceptStoreError(f"k must be positive, got {k}")
+        if isinstance(query, str) and not query.strip():
+            raise ConceptStoreError("the query is empty: give a text (or a vector) to search for")
+        self._index.refresh(save=False)  # another process may have written since
         q = self.encoder.encode([query]) if isinstance(query, str) else np.asarray(query, dtype=np.float32)
         q = q.reshape(-1)
         if q.shape[0] != self.dim:
@@ -200,6 +261,7 @@ class ConceptStore:
 
     def stats(self) -> dict:
         with self._db.lock:  # one consistent picture
+            self._index.refresh(save=False)
             counts = self._db.status_counts()
             return {
                 "path": str(self.path), "encoder": self.encoder_name, "dim": self.dim,
@@ -227,15 +289,33 @@ class ConceptStore:
     # --- changing: every change starts here ---------------------------------------------------------
 
     @contextmanager
-    def _writing(self) -> Iterator[_Write]:
-        """The one place where a change to the store starts: a database transaction, committed whole or
-        rolled back; if the indexed vectors changed, the generation is bumped in it and, after the
-        commit, the index catches up and is saved. Callers validate their input before entering.
+    def writer(self) -> Iterator["ConceptStore"]:
+        """Hold the store's writer lock for a block (re-entrant; every change takes it anyway): several
+        changes then happen with no other writer in between. Waits for another process's writer
+        (``writer_lock.timeout``, ``$VMMOE_STORE_WAIT``), then catches up with what it wrote."""
+        with self._write_thread:
+            if self._write_depth == 0:
+                self.writer_lock.acquire()
+                try:
+                    self._index.refresh(save=True)  # re-read what the previous writer saved (or rebuild)
+                except BaseException:
+                    self.writer_lock.release()
+                    raise
+            self._write_depth += 1
+            try:
+                yield self
+            finally:
+                self._write_depth -= 1
+                if self._write_depth == 0:
+                    self.writer_lock.release()
 
-        (The store-writer lock, a file lock held across the transaction and the index save, belongs
-        here; so does re-reading the index should another writer have moved the generation on.)
-        """
-        with self._db.lock:
+    @contextmanager
+    def _writing(self) -> Iterator[_Write]:
+        """The one place where a change to the store starts: under the writer lock, a database transaction,
+        committed whole or rolled back; if the indexed vectors changed, the generation is bumped in it and,
+        after the commit, the index catches up and is saved (still under the lock, so the next writer reads
+        this index). Callers validate their input before entering."""
+        with self.writer(), self._db.lock:
             change = _Write(self._db)
             with self._db.write():
                 yield change
@@ -282,19 +362,16 @@ class ConceptStore:
 
     def add_files(self, paths: Sequence[str | Path], auto_accept: bool = False, text_field: str = "text",
                   text_column: str = "text", chain_max_len: int = 8) -> IngestReport:
-        """Text, Markdown, JSONL, CSV and triple (.tsv) files; all are read and checked before any is stored."""
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-        docs, chains = [], []
-        for p in map(Path, paths):
-            if p.suffix.lower() in TRIPLE_SUFFIXES:
-                chains.append((str(p), graph_chains(read_triples(p), max_len=chain_max_len)))
-            else:
-                found = read_documents(p, text_field=text_field, text_column=text_column)
-                if not any(d.sentences for d in found):
-                    raise ConceptStoreError(f"{p}: no sentences found")
-                docs += found
-        report = self._add(docs, auto_accept, chains)
-        report.sources = [str(p) for p in paths]
+        """Text, Markdown, JSONL, CSV and triple (.tsv) files, and folders of them; all are read and checked
+        before any is stored (``read_files``)."""
+        return self.add_read(read_files(paths, text_field=text_field, text_column=text_column,
+                                        chain_max_len=chain_max_len), auto_accept)
+
+    def add_read(self, read: "ReadFiles", auto_accept: bool = False) -> IngestReport:
+        """Store what ``read_files`` read."""
+        report = self._add(read.docs, auto_accept, read.chains)
+        report.sources = [f for f, _, _ in read.files]
+        report.files = list(read.files)
         return report
 
     def add_triples(self, triples: Sequence[tuple[str, str, str]], source: str = "graph",
@@ -338,17 +415,23 @@ class ConceptStore:
     def encode_pending(self, progress: Progress | bool | None = None, batch_size: int = 64) -> EncodeReport:
         """Encode the accepted sentences that have no vector yet; reject near-duplicates; index the rest."""
         t0 = time.perf_counter()
-        rows = self._db.to_encode()
-        if not rows:
+        if not self._db.count_to_encode():
             return EncodeReport()
-        unique = list(dict.fromkeys(r["text"] for r in rows))  # graph nodes repeat across chains
-        vecs = self.encoder.encode(unique, batch_size=batch_size, progress=progress)
-        row_of = {t: i for i, t in enumerate(unique)}
-        vectors = vecs[[row_of[r["text"]] for r in rows]]
-        duplicate_of = curation.near_duplicates(rows, vectors, self._index, self.check_config)
-        with self._writing() as w:
-            report = curation.record_vectors(w.db, rows, vectors, duplicate_of, self.check_config)
-            w.index_changed(r["id"] for r in rows)
+        encoder = self.encoder  # loaded before the lock is taken (seconds that block no one)
+        # the rows, their vectors and the near-duplicate checks against the index must be of one state of the
+        # store: the writer lock spans reading, encoding and writing
+        with self.writer():
+            rows = self._db.to_encode()
+            if not rows:
+                return EncodeReport()
+            unique = list(dict.fromkeys(r["text"] for r in rows))  # graph nodes repeat across chains
+            vecs = encoder.encode(unique, batch_size=batch_size, progress=progress)
+            row_of = {t: i for i, t in enumerate(unique)}
+            vectors = vecs[[row_of[r["text"]] for r in rows]]
+            duplicate_of = curation.near_duplicates(rows, vectors, self._index, self.check_config)
+            with self._writing() as w:
+                report = curation.record_vectors(w.db, rows, vectors, duplicate_of, self.check_config)
+                w.index_changed(r["id"] for r in rows)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -371,7 +454,8 @@ class ConceptStore:
 
     def rebuild_index(self) -> None:
         """Rebuild the FAISS index from the database (e.g. to re-train IVF after much growth)."""
-        self._index.rebuild()
+        with self.writer(), self._db.lock:
+            self._index.rebuild()
 
     # --- sequences ----------------------------------------------------------------------------
 
@@ -385,3 +469,63 @@ class ConceptStore:
         neighbours, ``random`` = uniform. Vectors: ``store.vectors(out.ravel()).reshape(n, k, dim)``."""
         with self._db.lock:  # its reads see one state of the store
             return sequences.distractors(self, ids, k, kind=kind, seed=seed)
+
+
+@dataclass
+class ReadFiles:
+    """Files read and checked, not yet stored: text documents, graph chains, and (file, documents, sentences)."""
+    docs: list[RawDocument]
+    chains: list[tuple[str, list]]
+    files: list[tuple[str, int, int]]
+
+
+def read_files(paths: Sequence[str | Path] | str | Path, text_field: str = "text", text_column: str = "text",
+               chain_max_len: int = 8) -> ReadFiles:
+    """Read and check every file (folders: their supported files, sorted) before anything is stored;
+    an ``IngestError`` names the first bad one. Needs no store, so a command can validate before it
+    creates one."""
+    docs, chains, files = [], [], []
+    for p in expand_paths(paths):
+        if p.suffix.lower() in TRIPLE_SUFFIXES:
+            found = graph_chains(read_triples(p), max_len=chain_max_len)
+            chains.append((str(p), found))
+            files.append((str(p), len(found), sum(len(c.nodes) for c in found)))
+        else:
+            found = read_documents(p, text_field=text_field, text_column=text_column)
+            if not any(d.sentences for d in found):
+                raise IngestError(f"{p}: no sentences found")
+            docs += found
+            files.append((str(p), len(found), sum(len(d.sentences) for d in found)))
+    return ReadFiles(docs, chains, files)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones made, outermost first (to remove on failure)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    made = []
+    for f in reversed(missing):
+        try:
+            f.mkdir()
+            made.append(f)
+        except FileExistsError:
+            pass
+    return made
+
+
+def _remove_abandoned_creations(path: Path) -> None:
+    """Temporary folders of creations of ``path`` that were killed: their writer lock is free (and, so as
+    not to race a creation between making its folder and locking it, they are a minute old)."""
+    for tmp in path.parent.glob(f".{path.name}.creating-*"):
+        lock = WriterLock(tmp)
+        try:
+            if time.time() - tmp.stat().st_mtime > 60 and lock.acquire(blocking=False, create=False):
+                shutil.rmtree(tmp, ignore_errors=True)
+        except (OSError, ConceptStoreError):
+            pass
+        finally:
+            lock.release()

@@ -61,6 +61,28 @@ class Manifest:
             raise StoreCorruptedError(f"{file} is damaged: {e}") from None
 
 
+def _read(folder: Path, manifest: Manifest) -> faiss.Index:
+    """The index file ``manifest`` names, if it is there and its checksum agrees."""
+    file = Path(folder) / manifest.index_file
+    if not file.is_file() or sha256_file(file) != manifest.index_sha256:
+        raise StoreCorruptedError(
+            f"{file} is missing or damaged (checksum differs from {MANIFEST_FILE}); "
+            f"ConceptStore.open(path, repair=True) or `vmmoe store repair {folder}` rebuilds it "
+            f"from the database")
+    try:
+        return load_index(file)
+    except RuntimeError as e:
+        raise StoreCorruptedError(f"{file} cannot be read by FAISS: {e}") from None
+
+
+def _moved_on(folder: Path, manifest: Manifest, db: ConceptDatabase, gen: int) -> bool:
+    """Whether a writer replaced the manifest or moved the database on since ``manifest`` was read."""
+    try:
+        return Manifest.read(folder) != manifest or db.generation() != gen
+    except ConceptStoreError:
+        return False
+
+
 def _empty(dim: int) -> faiss.Index:
     return build_index(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), "flat")
 
@@ -71,23 +93,26 @@ class SyncedIndex:
     It shares the database's lock: the index must never be read half-way through a sync.
     """
 
-    def __init__(self, folder: Path, db: ConceptDatabase, index: faiss.Index):
+    def __init__(self, folder: Path, db: ConceptDatabase, index: faiss.Index, generation: int):
         self.folder = Path(folder)
         self._db = db
         self._index = index
+        self.generation = generation  # the database generation the in-memory index holds
+        self.unsaved = False          # rebuilt in memory (stale or damaged on disk), not yet saved
         self.lock = db.lock
 
     @classmethod
     def create(cls, folder: Path, db: ConceptDatabase) -> "SyncedIndex":
-        """An empty index for a new database, saved with its manifest."""
-        synced = cls(folder, db, _empty(db.dim))
+        """An empty index for a new database, saved with its manifest (call it holding the writer lock)."""
+        synced = cls(folder, db, _empty(db.dim), db.generation())
         synced.save()
         return synced
 
     @classmethod
     def load(cls, folder: Path, db: ConceptDatabase, manifest: Manifest, repair: bool = False) -> "SyncedIndex":
-        """The index file the manifest names, checked against it and the database; a stale index (a save
-        interrupted after the commit) is rebuilt, and so is a damaged one with ``repair``."""
+        """The index file the manifest names, checked against it and the database. A stale index (a save
+        interrupted after the commit, or another writer between its commit and its save) is rebuilt in
+        memory, and so is a damaged one with ``repair``; either is ``unsaved`` (only a writer saves)."""
         folder = Path(folder)
         if (db.encoder_name, db.dim) != (manifest.encoder, manifest.dim):
             raise StoreCorruptedError(f"{folder}: manifest ({manifest.encoder}, {manifest.dim}) and "
@@ -96,27 +121,43 @@ class SyncedIndex:
         if manifest.generation > gen_db:
             raise StoreCorruptedError(f"{folder}: the database (generation {gen_db}) is older than the index "
                                       f"(generation {manifest.generation}); they do not belong together")
-        index = None
         if manifest.generation == gen_db:
-            file = folder / manifest.index_file
-            if not file.is_file() or sha256_file(file) != manifest.index_sha256:
+            try:
+                return cls(folder, db, _read(folder, manifest), gen_db)
+            except StoreCorruptedError:
+                if _moved_on(folder, manifest, db, gen_db):  # a writer saved a newer index meanwhile
+                    return cls.load(folder, db, Manifest.read(folder), repair)
                 if not repair:
-                    raise StoreCorruptedError(
-                        f"{file} is missing or damaged (checksum differs from {MANIFEST_FILE}); "
-                        f"ConceptStore.open(path, repair=True) or `vmmoe store repair {folder}` rebuilds it "
-                        f"from the database")
-                log.warning("rebuilding damaged index %s from the database", file)
-            else:
-                try:
-                    index = load_index(file)
-                except RuntimeError as e:
-                    raise StoreCorruptedError(f"{file} cannot be read by FAISS: {e}") from None
-        synced = cls(folder, db, index if index is not None else _empty(db.dim))
-        if index is None:
+                    raise
+            log.warning("rebuilding damaged index of %s from the database", folder)
+        else:
             log.info("index of %s is behind the database (generation %d < %d): rebuilding",
                      folder, manifest.generation, gen_db)
-            synced.rebuild()
+        synced = cls(folder, db, _empty(db.dim), -1)
+        synced._rebuild_in_memory()
         return synced
+
+    def refresh(self, save: bool) -> None:
+        """Catch up with the database if another process changed it since: the saved index of the current
+        generation if there is a sound one, else a rebuild from the database (saved if ``save``, which
+        only the writer-lock holder may ask). Cheap when nothing changed (one query)."""
+        with self.lock:
+            gen_db = self._db.generation()
+            if gen_db != self.generation:
+                try:
+                    manifest = Manifest.read(self.folder)
+                    if manifest.generation != gen_db:
+                        raise StoreCorruptedError("stale")
+                    self._index, self.generation, self.unsaved = _read(self.folder, manifest), gen_db, False
+                except (ConceptStoreError, OSError):
+                    self._rebuild_in_memory()
+            if save and self.unsaved:
+                self.save()
+
+    def _rebuild_in_memory(self) -> None:
+        with self.lock:
+            gen = self._db.generation()  # read first: the vectors are at least this new
+            self._index, self.generation, self.unsaved = self._built(), gen, True
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -146,6 +187,12 @@ class SyncedIndex:
             ids = np.asarray(sorted({int(i) for i in ids}), dtype=np.int64)
             if choose_kind(self._db.count_indexed()) != self.kind:
                 self._index = self._built()
+            elif self.generation != self._db.generation() - 1:
+                # not the state this change started from (cannot happen under the writer lock): rebuilding is
+                # always right, patching would not be
+                log.warning("index of %s at generation %d, database at %d: rebuilding", self.folder,
+                            self.generation, self._db.generation())
+                self._index = self._built()
             elif len(ids):
                 self._index.remove_ids(ids)
                 indexed, vectors = self._db.indexed(among=ids.tolist())
@@ -154,9 +201,9 @@ class SyncedIndex:
             self.save()
 
     def rebuild(self) -> None:
-        """A fresh index of every indexed sentence (its kind chosen anew), saved."""
+        """A fresh index of every indexed sentence (its kind chosen anew), saved (by the writer)."""
         with self.lock:
-            self._index = self._built()
+            self._rebuild_in_memory()
             self.save()
 
     def _built(self) -> faiss.Index:
@@ -167,6 +214,7 @@ class SyncedIndex:
         """Index file for the current generation, then the manifest naming it, then old files go."""
         with self.lock:
             gen = self._db.generation()
+            self.generation = gen
             name = f"index-{gen}.faiss"
             digest = save_index(self._index, self.folder / name)
             manifest = {"format": FORMAT_VERSION, "encoder": self._db.encoder_name, "dim": self._db.dim,
@@ -181,3 +229,4 @@ class SyncedIndex:
             for old in stale:
                 if old.name != name:
                     old.unlink(missing_ok=True)
+            self.unsaved = False
