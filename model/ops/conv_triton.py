@@ -80,7 +80,7 @@ def _conv_fwd_kernel(
 @triton.jit
 def _conv_bwd_kernel(
     x_ptr, w_ptr, bias_ptr, seq_ptr, gout_ptr, dx_ptr, dw_ptr, dbias_ptr,
-    s_xb, s_xd, s_xl, s_wd, s_wk, s_sb, s_sl, s_gb, s_gd, s_gl,
+    s_xb, s_xd, s_xl, s_wd, s_wk, s_sb, s_sl, s_gb, s_gd, s_gl, s_kb, s_kd, s_kl,
     L, Dm, NL,
     W: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SEQ: tl.constexpr, SILU: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
@@ -133,7 +133,7 @@ def _conv_bwd_kernel(
                 tl.store(dw_ptr + (part + offs_d) * W + k, tl.sum(g * xv, axis=1), mask=mask_d)
         wk = tl.load(w_ptr + offs_d * s_wd + (W - 1 - s) * s_wk, mask=mask_d, other=0.0).to(tl.float32)
         dx += g * wk[:, None]
-    tl.store(dx_ptr + pid_b * Dm * L + offs_d[:, None] * L + t[None, :], dx.to(dx_ptr.dtype.element_ty),
+    tl.store(dx_ptr + pid_b * s_kb + offs_d[:, None] * s_kd + t[None, :] * s_kl, dx.to(dx_ptr.dtype.element_ty),
              mask=mask_d[:, None] & in_row[None, :])
 
 
@@ -156,7 +156,9 @@ class TritonConv(torch.autograd.Function):
         b, d, l = x.shape
         w = weight.shape[1]
         bd, bl, warps = _config(x.device, x)
-        out = torch.empty((b, d, l), device=x.device, dtype=x.dtype)
+        # x's memory layout (dense): the mixer transposes the output back to (B, L, d), which is then
+        # contiguous for x_proj instead of costing a copy
+        out = torch.empty_like(x)
         dummy = x
         grid = (b, triton.cdiv(d, bd), triton.cdiv(l, bl))
         _conv_fwd_kernel[grid](
@@ -176,7 +178,7 @@ class TritonConv(torch.autograd.Function):
         w = weight.shape[1]
         bd, bl, warps = _config(x.device, x)
         nl = triton.cdiv(l, bl)
-        dx = torch.empty((b, d, l), device=x.device, dtype=x.dtype)  # contiguous (b, d, l)
+        dx = torch.empty_like(x)  # x's layout, made dense
         dw = torch.empty((b * nl, d, w), device=x.device, dtype=torch.float32)
         dbias = torch.empty((b * nl, d), device=x.device, dtype=torch.float32)
         dummy = x
@@ -184,7 +186,7 @@ class TritonConv(torch.autograd.Function):
             x, weight, bias if bias is not None else dummy, seq_idx if seq_idx is not None else dummy,
             gout, dx, dw, dbias,
             *x.stride(), *weight.stride(), *(seq_idx.stride() if seq_idx is not None else (0, 0)), *gout.stride(),
-            l, d, nl, W=w, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=ctx.silu,
+            *dx.stride(), l, d, nl, W=w, HAS_BIAS=bias is not None, HAS_SEQ=seq_idx is not None, SILU=ctx.silu,
             BLOCK_D=bd, BLOCK_L=bl, num_warps=warps)
         return (dx, dw.sum(0).to(weight.dtype), dbias.sum(0).to(bias.dtype) if bias is not None else None,
                 None, None)
