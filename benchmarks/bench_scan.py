@@ -60,9 +60,8 @@ INTRA = {"loop": scan_chunked_mod._scan_inplace, "doubling": scan_chunked_mod._s
 
 
 # (BLOCK_L, bwd BLOCK_D, bwd warps) tried by --tune; then the forward's (BLOCK_D, warps) at the best BLOCK_L
-TUNE_BWD = [(64, 16, 4), (64, 8, 4), (64, 8, 2), (64, 4, 1), (64, 16, 8), (64, 32, 8), (32, 16, 4), (32, 8, 2),
-            (128, 16, 8)]
-TUNE_FWD = [(32, 4), (16, 4), (64, 8), (16, 2)]
+TUNE_BWD = [(64, 16, 4), (64, 8, 2), (64, 8, 4), (64, 4, 1), (64, 16, 8), (32, 8, 2), (128, 16, 8)]
+TUNE_FWD = [(16, 2), (64, 8)]
 
 
 def tune(args, device) -> int:
@@ -106,6 +105,8 @@ def tune(args, device) -> int:
             continue
         print(f"  {env}: {results[-1][0]:.3f} ms", flush=True)
     ms, best = min(results, key=lambda r: r[0])
+    if ms > 0.95 * results[0][0]:  # within noise of the default: keep the default
+        ms, best = results[0]
     print(f"tune over {shapes} (bf16 inputs, fwd+bwd, sum of do_bench medians): best {ms:.3f} ms with {best}; "
           f"default (64, 16x4 bwd, 32x4 fwd) {results[0][0]:.3f} ms")
     exports = "".join(f"export {k}={v}\n" for k, v in best.items())
@@ -238,7 +239,11 @@ def main(argv=None) -> int:
     md = markdown_table(rows, ["case", "ms_fwd_bwd", "speedup_vs_pscan", "speedup_vs_reference", "leak_free",
                                "peak_mem_mb", "runs"])
     shape = f"b={args.b}, d={args.d}, n={args.n}, l={args.l}"
-    md = f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs.\n\n{md}\n"
+    import os
+
+    tiles = {k: v for k, v in sorted(os.environ.items()) if k.startswith("VMMOE_")}
+    md = (f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs; Triton tile "
+          f"settings: {tiles or 'defaults'}.\n\n{md}\n")
     print(md)
     name = f"scan_{device.type}" + ("_quick" if args.quick else "")
     write_results(name, rows, md, hw, output_dir(args),
