@@ -59,6 +59,64 @@ def fwd_bwd(inputs, seq_idx, backend):
 INTRA = {"loop": scan_chunked_mod._scan_inplace, "doubling": scan_chunked_mod._scan_doubling}
 
 
+# (BLOCK_L, bwd BLOCK_D, bwd warps) tried by --tune; then the forward's (BLOCK_D, warps) at the best BLOCK_L
+TUNE_BWD = [(64, 16, 4), (64, 8, 2), (64, 8, 4), (64, 4, 1), (64, 16, 8), (32, 8, 2), (128, 16, 8)]
+TUNE_FWD = [(16, 2), (64, 8)]
+
+
+def tune(args, device) -> int:
+    """Sweep the fused scan's tile sizes (env VMMOE_TRITON_*, read per call) by fwd+bwd time, summed over shapes."""
+    import os
+
+    import triton.testing
+
+    shapes = [tuple(int(v) for v in sh.split(",")) for sh in args.tune.split(";")]
+    sets = []
+    for b, d, n, l in shapes:
+        inputs, seq_idx = make_inputs(b, d, n, l, device)
+        sets.append(({k: (v.detach().to(torch.bfloat16) if v.dim() == 3 else v.detach()).requires_grad_()
+                      for k, v in inputs.items()}, seq_idx))
+
+    def timed(env):
+        os.environ.update({k: str(v) for k, v in env.items()})
+        total = 0.0
+        for ins, si in sets:
+            total += triton.testing.do_bench(lambda: fwd_bwd(ins, si, "triton"), warmup=20, rep=60,
+                                             return_mode="median")
+        return total
+
+    results = []
+    for bl, bd, bw in TUNE_BWD:
+        env = {"VMMOE_TRITON_BLOCK_L": bl, "VMMOE_TRITON_BWD_D": bd, "VMMOE_TRITON_BWD_WARPS": bw,
+               "VMMOE_TRITON_FWD_D": 32, "VMMOE_TRITON_FWD_WARPS": 4}
+        try:
+            results.append((timed(env), env))
+        except Exception as e:  # a tile that does not compile (registers, shared memory) is just skipped
+            print(f"  {env}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
+            continue
+        print(f"  {env}: {results[-1][0]:.3f} ms", flush=True)
+    best = min(results, key=lambda r: r[0])[1]
+    for fd, fw in TUNE_FWD:
+        env = {**best, "VMMOE_TRITON_FWD_D": fd, "VMMOE_TRITON_FWD_WARPS": fw}
+        try:
+            results.append((timed(env), env))
+        except Exception as e:
+            print(f"  {env}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
+            continue
+        print(f"  {env}: {results[-1][0]:.3f} ms", flush=True)
+    ms, best = min(results, key=lambda r: r[0])
+    if ms > 0.95 * results[0][0]:  # within noise of the default: keep the default
+        ms, best = results[0]
+    print(f"tune over {shapes} (bf16 inputs, fwd+bwd, sum of do_bench medians): best {ms:.3f} ms with {best}; "
+          f"default (64, 16x4 bwd, 32x4 fwd) {results[0][0]:.3f} ms")
+    exports = "".join(f"export {k}={v}\n" for k, v in best.items())
+    print(exports)
+    if args.tune_env:
+        with open(args.tune_env, "w") as f:
+            f.write(exports)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -72,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--skip-reference", action="store_true", help="the reference loop is very slow at full size")
     ap.add_argument("--conv", action="store_true", help="also time causal_conv1d fwd+bwd (packed and not)")
+    ap.add_argument("--tune", default="", help="instead of the table: sweep the Triton scan's tiles at shapes "
+                    "'b,d,n,l;...' (bf16 inputs, do_bench median) and print the best as VMMOE_TRITON_* exports")
+    ap.add_argument("--tune-env", default="", help="with --tune: also write the best exports to this file")
     ap.add_argument("--skip-chunked-sweep", action="store_true", help="only the default chunk size of `chunked`")
     add_output_args(ap)
     args = ap.parse_args(argv)
@@ -80,6 +141,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.tune:
+        return tune(args, device)
     hw = hardware(device)
     print(f"selective scan fwd+bwd, b={args.b} d={args.d} n={args.n} l={args.l} on {hardware_line(hw)}", flush=True)
 
@@ -140,18 +203,25 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device) / 2**20
 
-    if args.conv:  # the causal conv at the same shape: is a fused conv worth it next to the scan?
+    if args.conv:  # the causal conv at the same shape: the fused Triton kernel against the PyTorch oracle
         from model.ops import causal_conv1d
+        from model.ops.causal_conv1d import conv_auto_backend
 
         g = torch.Generator().manual_seed(1)
         x = torch.randn(args.b, args.l, args.d, generator=g).to(device).transpose(1, 2)  # the mixer's layout
         wt, bs = torch.randn(args.d, 4, generator=g).to(device), torch.randn(args.d, generator=g).to(device)
-        for label, si in (("conv (packed, seq_idx)", seq_idx), ("conv (unpacked)", None)):
-            xx = x.detach().requires_grad_()
+        conv_cases = [("conv torch (packed, seq_idx)", seq_idx, "torch", x),
+                      ("conv torch (unpacked)", None, "torch", x)]
+        if conv_auto_backend(device) == "triton":
+            conv_cases += [("conv triton (packed, seq_idx)", seq_idx, "triton", x),
+                           ("conv triton (packed, bf16 inputs)", seq_idx, "triton", x.to(torch.bfloat16)),
+                           ("conv triton (unpacked)", None, "triton", x)]
+        for label, si, be, xin in conv_cases:
+            xx = xin.detach().requires_grad_()
             for rep in range(args.repeats + 1):
                 synchronize(device)
                 t0 = time.perf_counter()
-                causal_conv1d(xx, wt, bs, si, "silu", validate=False).sum().backward()
+                causal_conv1d(xx, wt, bs, si, "silu", validate=False, backend=be).sum().backward()
                 synchronize(device)
                 if rep:
                     times.setdefault(label, []).append((time.perf_counter() - t0) * 1000)
@@ -169,7 +239,11 @@ def main(argv=None) -> int:
     md = markdown_table(rows, ["case", "ms_fwd_bwd", "speedup_vs_pscan", "speedup_vs_reference", "leak_free",
                                "peak_mem_mb", "runs"])
     shape = f"b={args.b}, d={args.d}, n={args.n}, l={args.l}"
-    md = f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs.\n\n{md}\n"
+    import os
+
+    tiles = {k: v for k, v in sorted(os.environ.items()) if k.startswith("VMMOE_")}
+    md = (f"Selective scan forward+backward, {shape}, median of {args.repeats} round-robin runs; Triton tile "
+          f"settings: {tiles or 'defaults'}.\n\n{md}\n")
     print(md)
     name = f"scan_{device.type}" + ("_quick" if args.quick else "")
     write_results(name, rows, md, hw, output_dir(args),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -171,8 +172,12 @@ def equal_work(args) -> int:
           f"{np.mean([s[3] for s in steps]):.0f} concepts/step", flush=True)
 
     def ours():
+        # feed-forward ~0: a one-expert MoE of hidden size 1 (the issue's table), or with --ew-ffn dense a
+        # dense MLP of hidden size 1 in every block (moe_every past the last block: no routing, no host syncs)
         cfg = VMMoEConfig(d_concept=d_concept, d_model=args.ew_d_model, n_layers=args.ew_layers, n_experts=1,
-                          top_k=1, d_expert=1, balance_coef=0.0, z_loss_coef=0.0)
+                          top_k=1, d_expert=1, balance_coef=0.0, z_loss_coef=0.0,
+                          moe_every=args.ew_layers + 1 if args.ew_ffn == "dense" else 1,
+                          conv_backend=args.ew_conv_backend, checkpoint_blocks=args.ew_checkpoint)
         torch.manual_seed(0)
         return VMMoE(cfg).to(device)
 
@@ -235,12 +240,18 @@ def equal_work(args) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "argv")}
     from model.ops import auto_backend
 
-    note = (f"\n\n{chr(10).join(ratios)}\n\nScan backend (auto on {device.type}): {auto_backend(device)}. "
+    from model.ops.causal_conv1d import conv_auto_backend
+
+    tiles = {k: v for k, v in sorted(os.environ.items()) if k.startswith("VMMOE_")}
+    note = (f"\n\n{chr(10).join(ratios)}\n\nScan backend (auto on {device.type}): {auto_backend(device)}; conv "
+            f"backend {args.ew_conv_backend} ({conv_auto_backend(device)} on {device.type}); feed-forward "
+            f"{args.ew_ffn}; checkpoint_blocks {args.ew_checkpoint}; tile settings {tiles or 'defaults'}. "
             f"Lengths lognormal, mean {np.mean(lengths):.1f}, max {max(lengths)}; rows of {row_len}, {rows} rows a step, "
             f"AdamW; median of {args.steps} steps after {args.warmup} warm-up, cases in turn. MFU = 6 * params * "
             f"concepts/s over the dense bf16 peak ({BF16_PEAK_FLOPS.get(gpu)}). Settings: {settings}.\nRe-run: "
             "`python benchmarks/bench_train.py " + " ".join(args.argv) + "`")
-    name = args.name or f"train_{device.type}_equal_work" + ("" if args.ew_d_model == 768 else f"_{args.ew_d_model}")
+    name = args.name or (f"train_{device.type}_equal_work" + ("" if args.ew_d_model == 768 else f"_{args.ew_d_model}")
+                         + ("_ckpt" if args.ew_checkpoint else "") + ("_dense" if args.ew_ffn == "dense" else ""))
     write_results(name, out, table + note, hw, output_dir(args), extra={"settings": settings})
     return 0
 
@@ -264,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--equal-work", action="store_true", help="the issue-9 side-by-side table (see the docstring)")
     p.add_argument("--ew-d-model", type=int, default=768)
     p.add_argument("--ew-layers", type=int, default=12)
+    p.add_argument("--ew-ffn", default="moe", choices=("moe", "dense"),
+                   help="feed-forward ~0 as a one-expert MoE (the issue's table) or a dense MLP of hidden size 1")
+    p.add_argument("--ew-conv-backend", default="auto", help="causal-conv backend of this engine (auto, torch, triton)")
+    p.add_argument("--ew-checkpoint", action="store_true", help="per-block activation checkpointing (this engine)")
     p.add_argument("--ew-cases", default=",".join(EW_CASES), help="comma-separated subset of " + ",".join(EW_CASES))
     add_output_args(p)
     args = p.parse_args(argv)

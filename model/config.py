@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from model import schema
+from model.ops.causal_conv1d import CONV_BACKENDS
 from model.ops.selective_scan import available_backends
 from model.schema import setting
 
@@ -42,6 +43,12 @@ class VMMoEConfig:
                                            "deliberately LEAKY configuration", group="isolation")
     scan_backend: str = setting("auto", "selective-scan backend (model.ops registry)", choices=scan_backends,
                                 group="mamba")
+    conv_backend: str = setting("auto", "causal-conv backend: auto (the fused Triton kernel on CUDA, PyTorch "
+                                        "elsewhere), torch (the pure-PyTorch oracle) or triton",
+                                choices=CONV_BACKENDS, group="mamba")
+    checkpoint_blocks: bool = setting(False, "activation checkpointing per block while training: keep only each "
+                                             "block's input and recompute the block in backward (less memory, "
+                                             "about one more forward of time)", group="memory")
     norm_eps: float = setting(1e-5, "RMSNorm epsilon", gt=0, group="numerics")
     dt_min: float = setting(1e-3, "low end of the dt bias init range (mamba_ssm's default)", gt=0, group="numerics")
     dt_max: float = setting(1e-1, "high end of the dt bias init range (mamba_ssm's default)", gt=0, group="numerics")

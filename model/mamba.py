@@ -37,6 +37,7 @@ class MambaMixer(nn.Module):
         d, di, n, r = config.d_model, config.d_inner, config.d_state, config.dt_rank_value
         self.d_inner, self.d_state, self.dt_rank, self.d_conv = di, n, r, config.d_conv
         self.scan_backend = config.scan_backend
+        self.conv_backend = config.conv_backend
         self.in_proj = nn.Linear(d, 2 * di, bias=False)
         # depthwise conv; only its weight (di, 1, w) and bias are used, through model.ops
         self.conv1d = nn.Conv1d(di, di, config.d_conv, groups=di, bias=True)
@@ -64,7 +65,8 @@ class MambaMixer(nn.Module):
         xz = self.in_proj(h)                                      # (B, L, 2*di)
         x, z = xz.chunk(2, dim=-1)                                # (B, L, di) each
         x = causal_conv1d(x.transpose(1, 2), self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                          seq_idx=seq_idx, activation="silu", validate=False)  # (B, di, L)
+                          seq_idx=seq_idx, activation="silu", validate=False,
+                          backend=self.conv_backend)                # (B, di, L)
         x = self.conv_out(x.transpose(1, 2))                      # (B, L, di)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)                    # (B, L, di); bias goes in as delta_bias

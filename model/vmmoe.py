@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from model.config import VMMoEConfig
@@ -152,8 +153,15 @@ class VMMoE(nn.Module):
         aux_loss = values.new_zeros((), dtype=torch.float32)
         balance, z = aux_loss, aux_loss
         routing: list[RoutingStats] = []
+        # checkpointing: save only each block's input and recompute the block in backward (the scan and
+        # conv kernels are deterministic and the MoE dropless, so the recompute matches the forward)
+        ckpt = cfg.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.layers:
-            h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments)
+            if ckpt:
+                h, aux = torch.utils.checkpoint.checkpoint(block, h, seq_idx, segment_ids, cfg.isolate_segments,
+                                                           use_reentrant=False)
+            else:
+                h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments)
             if aux is not None:
                 aux_loss, balance, z = aux_loss + aux.loss, balance + aux.balance, z + aux.z
                 routing.append(aux.stats)

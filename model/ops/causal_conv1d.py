@@ -3,8 +3,16 @@
 ``out[b, c, t] = bias[c] + sum_k weight[c, k] * x[b, c, t - (w-1) + k]``, where a tap whose input
 position lies in another segment (or before the row) reads 0. With ``seq_idx=None`` this is
 exactly ``F.conv1d(x, weight[:, None], bias, padding=w-1, groups=d)[..., :l]``.
+
+Backends (``backend=``): ``"torch"``, the pure-PyTorch code below and the oracle every fast path is
+tested against; ``"triton"``, the fused kernel of ``model.ops.conv_triton`` (CUDA, or CPU under
+``TRITON_INTERPRET=1`` in the tests); ``"auto"`` picks triton on CUDA when Triton is importable and
+the call is one it covers (no initial/final states, float32 compute), else torch (CPU, MPS).
 """
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +21,35 @@ from model.ops.checks import check_same_device, check_seq_idx, check_tensor, che
 from model.segments import position_ids_from_segments
 
 _ACTIVATIONS = (None, "silu", "swish")
+CONV_BACKENDS = ("auto", "torch", "triton")
+
+
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def conv_auto_backend(device: torch.device | str) -> str:
+    """The backend ``backend="auto"`` resolves to on ``device`` (for calls the kernel covers)."""
+    return "triton" if torch.device(device).type == "cuda" and _triton_importable() else "torch"
+
+
+def _use_triton(backend: str, x, cdt, initial_states, return_final_states) -> bool:
+    if backend not in CONV_BACKENDS:
+        raise ValueError(f"unknown conv backend {backend!r}; choose one of {CONV_BACKENDS}")
+    covered = initial_states is None and not return_final_states and cdt == torch.float32
+    if backend == "auto":
+        return covered and conv_auto_backend(x.device) == "triton"
+    if backend == "torch":
+        return False
+    if not covered:
+        raise ValueError("conv backend 'triton' covers float32-compute calls without initial_states / "
+                         "return_final_states; use backend='auto' or 'torch'")
+    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"conv backend 'triton' runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1), got "
+                         f"{x.device.type}; use backend='auto'")
+    if not _triton_importable():
+        raise ValueError("conv backend 'triton' needs the triton package (pip install triton); use backend='auto'")
+    return True
 
 
 def _activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -22,7 +59,7 @@ def _activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   seq_idx: torch.Tensor | None = None, activation: str | None = None,
                   validate: bool = True, initial_states: torch.Tensor | None = None,
-                  return_final_states: bool = False):
+                  return_final_states: bool = False, backend: str = "auto"):
     """Causal depthwise conv with segment isolation.
 
     x              : (b, d, l)    input, any float dtype
@@ -35,6 +72,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                      (b, d, w-1) in x's dtype: the last w-1 inputs of the row (initial_states
                      prepended), zeroed where they are not in the row's last position's segment,
                      so it can seed ``causal_conv1d_update`` for that segment
+    backend        : "auto" (triton on CUDA where it covers the call, else torch), "torch" or "triton"
 
     Numerics as causal-conv1d: the sums run in float32 (at least; the weight's dtype if wider) whatever
     x's dtype, and the output is rounded to x's dtype once, so fp16/bf16 inputs with fp32 weights work
@@ -55,6 +93,10 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     check_values(validate, x=x, weight=weight, bias=bias, initial_states=initial_states)
     dtype_in = x.dtype
     cdt = torch.promote_types(weight.dtype, torch.float32)
+    if _use_triton(backend, x, cdt, initial_states, return_final_states):
+        from model.ops.conv_triton import conv_triton  # lazy: importing triton is slow
+
+        return conv_triton(x, weight, bias, seq_idx, activation)
     # autocast would round the conv back to half: the float32 sums are the point
     with torch.autocast(x.device.type, enabled=False):
         out, window = _conv(x.to(cdt), weight.to(cdt), None if bias is None else bias.to(cdt), seq_idx,

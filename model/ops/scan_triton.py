@@ -273,9 +273,15 @@ def _config(device: torch.device, n: int) -> dict:
     if device.type != "cuda":  # the interpreter: small tiles run fastest there
         return {"BLOCK_N": bn, "BLOCK_L": int(os.environ.get("VMMOE_TRITON_BLOCK_L", 8)),
                 "fwd": (4, 1), "bwd": (4, 1)}
-    return {"BLOCK_N": bn, "BLOCK_L": int(os.environ.get("VMMOE_TRITON_BLOCK_L", 64)),
-            "fwd": (int(os.environ.get("VMMOE_TRITON_FWD_D", 32)), 4),
-            "bwd": (int(os.environ.get("VMMOE_TRITON_BWD_D", 16)), 4)}
+    # The VMMOE_TRITON_* variables exist for benchmarks/bench_scan.py --tune (a sweep on the device). The
+    # defaults are that sweep's best on an H200 (fwd+bwd, bf16, b=4 d=1536 l=2048 plus b=8 d=512 l=1024):
+    # backward 4 channels x 1 warp a program, 3.69 ms against 4.56 ms for 16 x 4 warps. The backward has
+    # only b * d / BLOCK_D programs, each walking its row chunk by chunk: more, smaller programs fill the
+    # 132 SMs better; wider tiles or more warps were slower (16 x 8: 6.3 ms).
+    env = os.environ.get
+    return {"BLOCK_N": bn, "BLOCK_L": int(env("VMMOE_TRITON_BLOCK_L", 64)),
+            "fwd": (int(env("VMMOE_TRITON_FWD_D", 32)), int(env("VMMOE_TRITON_FWD_WARPS", 4))),
+            "bwd": (int(env("VMMOE_TRITON_BWD_D", 4)), int(env("VMMOE_TRITON_BWD_WARPS", 1)))}
 
 
 def _s3(t):
@@ -293,7 +299,9 @@ class TritonScan(torch.autograd.Function):
         cfg = _config(u.device, n)
         BL = cfg["BLOCK_L"]
         nchunk = triton.cdiv(l, BL)
-        out = torch.empty((b, d, l), device=u.device, dtype=u.dtype)
+        # u's memory layout (made dense): the mixer's u is (B, L, d) transposed, so the output transposed
+        # back is contiguous for out_proj instead of costing a copy
+        out = torch.empty_like(u)
         hsave = torch.empty((b, nchunk, d, n), device=u.device, dtype=torch.float32)
         last = torch.empty((b, d, n), device=u.device, dtype=torch.float32) if return_last else hsave
         dummy = u

@@ -207,3 +207,37 @@ def test_edge_configurations(over, n_moe):
         assert out.aux_loss == 0
     r, a, b = spans[1]
     torch.testing.assert_close(out.prediction[r, a:b], model(values[r:r + 1, a:b]).prediction[0], atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_blocks_gives_the_same_loss_and_gradients():
+    """checkpoint_blocks recomputes each block in backward: same outputs, aux loss and gradients as
+    without; it is active only while training (eval and no_grad run plainly)."""
+    ids, _ = layout()
+    values = torch.randn(3, L, 16)
+    runs = []
+    for ckpt in (False, True):
+        model = tiny_model(checkpoint_blocks=ckpt, moe_every=2)
+        out = model(values, ids)
+        ((out.prediction * torch.linspace(-1, 1, out.prediction.numel()).view_as(out.prediction)).sum()
+         + out.aux_loss).backward()
+        runs.append((out, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, ga), (b, gb) = runs
+    torch.testing.assert_close(a.prediction, b.prediction)
+    torch.testing.assert_close(a.aux_loss, b.aux_loss)
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], msg=n)
+    model = tiny_model(checkpoint_blocks=True)
+    calls = []
+    orig = torch.utils.checkpoint.checkpoint
+    try:
+        torch.utils.checkpoint.checkpoint = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        model.eval()
+        with torch.no_grad():
+            model(values, ids)
+        assert not calls
+        model.train()
+        model(values, ids)
+        assert len(calls) == model.config.n_layers
+    finally:
+        torch.utils.checkpoint.checkpoint = orig
