@@ -282,7 +282,12 @@ class Trainer:
                 writer.add_scalars(f"expert_load/layer{layer}", {f"e{e}": x for e, x in enumerate(load)},
                                    record["step"])
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
+        """Route SIGTERM/SIGINT to a stop request; returns the handlers they replace (restored when train()
+        ends: the closure holds this Trainer, and with it the DDP wrapper and its ProcessGroup, which must
+        not outlive run_training — see ``_shutdown``)."""
+        previous = self._previous_handlers = {}
+
         def request_stop(signum, frame):
             if self.stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: now, mid-step (the last checkpoint stays)
@@ -293,9 +298,15 @@ class Trainer:
                             "at once, without one)\n".encode())
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                signal.signal(sig, request_stop)
+                previous[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not the main thread (a notebook thread): the stop file still works
                 pass
+        return previous
+
+    def _restore_signal_handlers(self) -> None:
+        previous, self._previous_handlers = getattr(self, "_previous_handlers", {}), {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def train(self) -> str:
         """Run to ``cfg.steps`` or a stop request; returns the final state ("finished" or "stopped")."""
@@ -353,6 +364,7 @@ class Trainer:
                 if run is not None:
                     run.write_status(**report)
         finally:
+            self._restore_signal_handlers()
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -452,6 +464,7 @@ def _shutdown(info: DistInfo, trainer: "Trainer | None", clean: bool) -> None:
     if not (info.enabled and dist.is_initialized()):
         return
     if trainer is not None:
+        trainer._restore_signal_handlers()  # their closure would keep the Trainer (and DDP) alive to exit
         trainer.ddp = None  # the Reducer holds the ProcessGroup and its pending work
     gc.collect()
     if clean:
