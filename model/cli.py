@@ -6,6 +6,8 @@ command, never a sub-command that silently disappears.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from model.version import __version__
@@ -42,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is seen below and not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`vmmoe runs --json | head`): stop quietly, like any Unix filter. Python's
+        # recipe: point stdout at devnull so the final flush at exit cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        print(f"vmmoe {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # a clear message, not a traceback
         print(f"vmmoe {args.command}: error: {e}", file=sys.stderr)
         return 1

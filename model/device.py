@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import time
 
 import torch
 
@@ -134,3 +135,77 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource  # here, not at the top: a Unix-only module, and only the CPU branch needs it
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --- CPU threads -------------------------------------------------------------------------------------
+#
+# torch's default intra-op thread count is the machine's core count, whatever else runs there. Its
+# OpenMP workers meet at a barrier after every parallel op, so when another busy process holds one of
+# two cores, each op waits for the worker the scheduler parked: on a 2-core machine with one competing
+# process a step went from 0.6 s to 10-31 s. The policy below (chosen by benchmarks/bench_contention.py)
+# counts the cores this process may use (its affinity mask, which containers and taskset narrow) minus
+# the cores other processes keep busy right now, and never goes below one.
+
+def usable_cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cpu_times(cpus: set[int] | None) -> tuple[float, float] | None:
+    """(busy, total) jiffies summed over ``cpus`` from /proc/stat (None where it cannot be read)."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    busy = total = 0.0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        v = [float(x) for x in rest.split()]
+        idle = v[3] + (v[4] if len(v) > 4 else 0.0)  # idle + iowait
+        busy += sum(v[:8]) - idle  # user nice system idle iowait irq softirq steal (guest is inside user)
+        total += sum(v[:8])
+    return busy, total
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """How many of this process's usable cores *other* processes keep busy, sampled over ``window`` s
+    (0.0 where /proc/stat is missing: no Linux, no measurement)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = None
+    a, own_a, t_a = _cpu_times(cpus), _own_cpu_seconds(), time.monotonic()
+    if a is None:
+        return 0.0
+    time.sleep(window)
+    b, own_b, t_b = _cpu_times(cpus), _own_cpu_seconds(), time.monotonic()
+    if b is None or b[1] <= a[1]:
+        return 0.0
+    n = len(cpus) if cpus is not None else (os.cpu_count() or 1)
+    busy = n * (b[0] - a[0]) / (b[1] - a[1]) - (own_b - own_a) / max(t_b - t_a, 1e-6)
+    return max(0.0, busy)
+
+
+def cpu_threads(requested: int | None = None, processes: int = 1, busy: float | None = None) -> int:
+    """Intra-op threads for CPU training: ``requested`` when given (the config's ``threads``), else the
+    usable cores divided among ``processes`` local ranks, minus the cores other processes keep busy
+    (``busy``; measured when None), at least 1."""
+    if requested:
+        return int(requested)
+    share = max(1, usable_cores() // max(1, processes))
+    if busy is None:
+        busy = busy_cores()
+    return max(1, min(share, share - int(round(busy / max(1, processes)))))

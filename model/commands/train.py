@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from model.train import TrainConfig, list_runs, resume_run, run_training, start_run
 from model.train.config import config_help
@@ -45,9 +46,18 @@ def train(args: argparse.Namespace) -> int:
             print(f"started {handle.path} (pid {handle.pid})")
             return 0
         run_dir = None
-    state, path = run_training(cfg, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume))
+    try:
+        state, path = run_training(cfg, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        return interrupted()
     print(f"run {path}: {state}")
     return 0
+
+
+def interrupted() -> int:
+    """Ctrl-C: say where the run stands and exit 130 (128 + SIGINT, the shell's convention)."""
+    print("interrupted: the run is stopped; continue it with `vmmoe train --resume RUN_DIR`", file=sys.stderr)
+    return 130
 
 
 def runs(args: argparse.Namespace) -> int:

@@ -18,15 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest valid checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (runs started in the background)")
     args = p.parse_args(argv)
-    if args.config:
-        cfg = TrainConfig.from_file(args.config)
-    elif args.run_dir:
-        cfg = TrainConfig.from_dict(RunDir(args.run_dir).read_config())
-    else:
+    if not (args.config or args.run_dir):
         p.error("give a CONFIG file or --run-dir")
-
-    state, path = run_training(cfg, run_dir=args.run_dir, runs_dir=args.runs_dir, resume=args.resume,
-                               progress=not args.no_progress)
+    try:
+        if args.config:
+            cfg = TrainConfig.from_file(args.config)
+        else:
+            cfg = TrainConfig.from_dict(RunDir(args.run_dir).read_config())
+        state, path = run_training(cfg, run_dir=args.run_dir, runs_dir=args.runs_dir, resume=args.resume,
+                                   progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the run is stopped (resume it with --resume)", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # refused (a live run, a bad config, missing data): a message, no traceback
+        print(f"python -m model.train: error: {e}", file=sys.stderr)
+        return 1
     print(f"run {path}: {state}", flush=True)
     return 0
 

@@ -9,8 +9,15 @@ A run folder::
         tb/                    TensorBoard event files
         checkpoints/step_000120/   model.safetensors, config.json, trainer.pt, meta.json (sha256 of each file)
         checkpoints/latest     name of the newest complete checkpoint
+        lock                   flock-ed by the one process training the run, for its whole life (RunLock)
         STOP                   created by stop(): the run checkpoints and exits at the next step boundary
         run.log                the process's stdout/stderr (runs started with start_run)
+
+One writer per run: the training process holds an exclusive ``fcntl.flock`` on ``RUN/lock`` from
+before its first write to its exit; the kernel releases it when the process dies (SIGKILL, OOM), so a
+dead holder never blocks a resume. A second start/resume of a live run is refused naming the holder's
+pid (``RunBusyError``). Only the holder writes ``status.json``, the metrics and the checkpoints (and
+prunes them); readers (``vmmoe runs``, the workbench) never block: they probe the lock without waiting.
 
 Every file is written to a temp name and renamed, a checkpoint to a temp folder renamed whole, so a
 run killed at any instant leaves complete files. A checkpoint whose files fail their sha256 is
@@ -18,6 +25,9 @@ reported and skipped: loading falls back to the previous one.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -35,11 +45,133 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from model.config import VMMoEConfig
+from model.device import resolve_device
 from model.fileio import atomic_write, atomic_write_json, fsync_dir, home, sha256_file
 from model.train.config import TrainConfig
+from model.train.data import load_sequences
 from model.vmmoe import VMMoE
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
+LOCK_FILE = "lock"
+LOCK_FD_ENV = "VMMOE_RUN_LOCK_FD"  # start_run hands its held lock to the child through this descriptor
+_ACQUIRE_GRACE = 1.0  # s a holder retries LOCK_NB: a reader's probe holds LOCK_SH for microseconds
+
+
+class RunBusyError(ValueError):
+    """The run folder is being trained by another live process (its lock is held)."""
+
+
+class RunLock:
+    """The exclusive ``flock`` on ``RUN/lock`` held by the process that trains the run.
+
+    ``acquire()`` never waits for a live holder: a run is either free (the holder died or finished,
+    whatever status.json says) or refused with ``RunBusyError`` naming the pid in the lock file.
+    ``adopt(fd)`` takes over a descriptor whose lock a parent process acquired (start_run/resume_run
+    hold the lock from their check to the child's exit, so no second launcher slips in between).
+    """
+
+    def __init__(self, run_path: str | Path):
+        self.path = Path(run_path)
+        self.file = self.path / LOCK_FILE
+        self.fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> "RunLock":
+        if self.fd is not None:
+            return self
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + _ACQUIRE_GRACE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+                if time.monotonic() > deadline:
+                    pid = _read_pid(fd)
+                    os.close(fd)
+                    raise RunBusyError(busy_message(self.path, pid)) from None
+                time.sleep(0.01)  # maybe a reader's probe (LOCK_SH, released at once): try again briefly
+        self.fd = fd
+        return self
+
+    def adopt(self, fd: int) -> "RunLock":
+        """Take over ``fd`` (inherited from the launcher, which holds the lock on it); checks it is ours."""
+        try:
+            if os.fstat(fd).st_ino != os.stat(self.file).st_ino:
+                raise RunBusyError(f"run {self.path}: descriptor {fd} is not this run's lock file")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # same open file description: succeeds at once
+        except OSError as e:
+            raise RunBusyError(f"run {self.path}: the lock handed over on descriptor {fd} is not held ({e})") from None
+        os.set_inheritable(fd, False)
+        self.fd = fd
+        return self
+
+    def write_pid(self, pid: int) -> None:
+        """Record who trains the run (for a refused intruder's message; the flock itself is the lock).
+        Written once the holder is sure to train: a refused or failed attempt leaves the file as it was."""
+        data = f"{pid}\n".encode()
+        if os.pread(self.fd, 64, 0) != data:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)  # the last descriptor of the open file description: the kernel drops the flock
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def busy_message(path: Path, pid: int | None) -> str:
+    who = f"pid {pid}" if pid else "another process"
+    return (f"run {path} is being trained by {who}; a second process may not train it "
+            f"(stop that one first: vmmoe runs shows it; its STOP file or SIGTERM stops it at the next step)")
+
+
+def lock_holder(run_path: str | Path) -> int | None | bool:
+    """Who trains the run now, without waiting: the holder's pid (``True`` if it wrote none), or ``False``
+    when nobody holds the lock, or ``None`` for a folder without a lock file (made before locks existed)."""
+    try:
+        fd = os.open(Path(run_path) / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            return _read_pid(fd) or True
+        return False  # closing fd below drops the shared lock at once
+    finally:
+        os.close(fd)
 
 
 class CorruptCheckpointError(ValueError):
@@ -74,13 +206,27 @@ class RunDir:
         self.log = self.path / "run.log"
 
     def create(self, config_dict: dict) -> "RunDir":
+        """Make the folder (exclusively: an existing one is refused) with config.json and status.json;
+        a failure half-way removes what it made, parents included."""
         if self.path.exists():
             raise ValueError(f"run folder {str(self.path)!r} already exists (choose another name or resume it)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.mkdir()
-        self.checkpoints.mkdir()
-        atomic_write_json(self.config, config_dict)
-        self.write_status(state="created")
+        made = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+        except FileExistsError:
+            raise ValueError(f"run folder {str(self.path)!r} already exists (choose another name or resume it)") from None
+        try:
+            self.checkpoints.mkdir()
+            (self.path / LOCK_FILE).touch()  # part of the folder from its birth (a refusal never adds it)
+            atomic_write_json(self.config, config_dict)
+            self.write_status(state="created")
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            for p in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            raise
         return self
 
     def read_config(self) -> dict:
@@ -289,12 +435,20 @@ class RunHandle:
     def pid(self) -> int | None:
         if self.process is not None:
             return self.process.pid
+        holder = lock_holder(self.path)
+        if holder not in (None, False, True):
+            return holder
         return self.run.status().get("pid")
 
     def is_alive(self) -> bool:
+        """Whether a process trains the run now: its lock is held (never waits). A folder made before run
+        locks existed falls back to status.json's pid."""
         if self.process is not None:
             return self.process.poll() is None
-        pid = self.pid
+        holder = lock_holder(self.path)
+        if holder is not None:
+            return bool(holder)
+        pid = self.run.status().get("pid")
         if not pid:
             return False
         try:
@@ -357,7 +511,9 @@ class RunHandle:
         return self.status()
 
 
-def _spawn(run: RunDir, resume: bool) -> RunHandle:
+def _spawn(run: RunDir, lock: RunLock, resume: bool) -> RunHandle:
+    """Launch the training process on ``run``, handing it ``lock`` (held here): from the caller's check
+    to the child's exit the run has one holder, so two launchers cannot both start it. Releases ours."""
     cmd = [sys.executable, "-m", "model.train", "--run-dir", str(run.path), "--no-progress"]
     if resume:
         cmd.append("--resume")
@@ -366,14 +522,30 @@ def _spawn(run: RunDir, resume: bool) -> RunHandle:
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    log = open(run.log, "ab")
+    env[LOCK_FD_ENV] = str(lock.fd)
     try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)  # own process group: the caller's signals stay there
+        log = open(run.log, "ab")
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True,  # own process group: the caller's signals stay there
+                                    pass_fds=(lock.fd,))
+        finally:
+            log.close()
+        lock.write_pid(proc.pid)
+        run.write_status(state="starting", pid=proc.pid)  # still the holder here (the child shares the lock)
     finally:
-        log.close()
-    run.write_status(state="starting", pid=proc.pid)
+        lock.release()  # the child's descriptor keeps the lock until it exits
     return RunHandle(run.path, proc)
+
+
+def validate_launch(cfg: TrainConfig) -> None:
+    """What the training process would refuse, checked before a folder or a process exists: the device
+    (and precision) is usable and the data source opens and has sequences."""
+    resolve_device(cfg.device, cfg.precision)
+    if cfg.data not in ("synthetic", "default"):  # the default store is built on first use, never missing
+        seqs, store = load_sequences(cfg)
+        if store is not None:
+            store.close()
 
 
 def new_run_name(cfg) -> str:
@@ -393,22 +565,35 @@ def start_run(config, runs_dir: str | Path | None = None) -> RunHandle:
         cfg = TrainConfig.from_dict(config.to_dict())
     else:
         raise ValueError(f"config must be a TrainConfig, a dict or a file path, got {type(config).__name__}")
+    validate_launch(cfg)
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     run = RunDir(runs_dir / new_run_name(cfg)).create(cfg.to_dict())
-    return _spawn(run, resume=False)
+    try:
+        lock = RunLock(run.path).acquire()
+        return _spawn(run, lock, resume=False)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)  # no process: leave no folder
+        raise
 
 
 def resume_run(run_dir: str | Path) -> RunHandle:
-    """Continue a stopped (or killed) run from its newest valid checkpoint, in a new process."""
+    """Continue a stopped (or killed) run from its newest valid checkpoint, in a new process.
+
+    A run that another process trains now is refused (``RunBusyError`` naming its pid); a holder that
+    died (whatever status.json says) does not block.
+    """
     run = RunDir(run_dir)
-    run.read_config()
-    handle = RunHandle(run.path)
-    if handle.is_alive():
-        raise ValueError(f"run {run.path.name} is still running (pid {handle.pid}); stop it before resuming")
-    find_checkpoint(run.path)  # fail here, not in the child, when there is nothing to resume from
-    if run.stop_file.exists():
-        run.stop_file.unlink()
-    return _spawn(run, resume=True)
+    cfg = TrainConfig.from_dict(run.read_config())
+    lock = RunLock(run.path).acquire()
+    try:
+        find_checkpoint(run.path)  # fail here, not in the child, when there is nothing to resume from
+        validate_launch(cfg)
+        if run.stop_file.exists():
+            run.stop_file.unlink()
+    except BaseException:
+        lock.release()
+        raise
+    return _spawn(run, lock, resume=True)
 
 
 def list_runs(runs_dir: str | Path | None = None) -> list[dict]:

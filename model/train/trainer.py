@@ -16,10 +16,12 @@ rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import random
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,13 +34,14 @@ from safetensors.torch import load_model
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.device import autocast, describe, peak_memory_mb, resolve_device, synchronize
+from model.device import autocast, cpu_threads, describe, peak_memory_mb, resolve_device, synchronize
 from model.losses import concept_loss, concept_metrics
 from model.packing import Packing, pack_sequences
 from model.train.config import TrainConfig
 from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
 from model.train.evaluate import evaluate_held_out
-from model.train.runs import RunDir, default_runs_dir, find_checkpoint, new_run_name, save_checkpoint
+from model.train.runs import (LOCK_FD_ENV, RunDir, RunLock, default_runs_dir, find_checkpoint, new_run_name,
+                              save_checkpoint)
 from model.vmmoe import VMMoE
 
 
@@ -117,9 +120,10 @@ class Trainer:
         self.cfg, self.run, self.progress = cfg, run, progress
         self.dist = dist_info or DistInfo()
         self.stop_requested = False
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.stop_signal: int | None = None
         self.device, self.dtype = resolve_device(self._device_name(), cfg.precision)
+        if cfg.threads or self.device.type == "cpu":  # the cores free now, shared among the local ranks
+            torch.set_num_threads(cpu_threads(cfg.threads, processes=_local_world_size(self.dist)))
         seed_everything(cfg.seed)
 
         seqs, self.store = (sequences, None) if sequences is not None else load_sequences(cfg)
@@ -278,14 +282,31 @@ class Trainer:
                 writer.add_scalars(f"expert_load/layer{layer}", {f"e{e}": x for e, x in enumerate(load)},
                                    record["step"])
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
+        """Route SIGTERM/SIGINT to a stop request; returns the handlers they replace (restored when train()
+        ends: the closure holds this Trainer, and with it the DDP wrapper and its ProcessGroup, which must
+        not outlive run_training — see ``_shutdown``)."""
+        previous = self._previous_handlers = {}
+
         def request_stop(signum, frame):
-            self.stop_requested = True
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: now, mid-step (the last checkpoint stays)
+            self.stop_requested, self.stop_signal = True, signum
+            if signum == signal.SIGINT and self.dist.is_main:
+                # os.write, not print: a handler may run inside tqdm's own write to stderr
+                os.write(2, "\nstopping at the next step… (it saves a checkpoint; Ctrl-C again to stop "
+                            "at once, without one)\n".encode())
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                signal.signal(sig, request_stop)
+                previous[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not the main thread (a notebook thread): the stop file still works
                 pass
+        return previous
+
+    def _restore_signal_handlers(self) -> None:
+        previous, self._previous_handlers = getattr(self, "_previous_handlers", {}), {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def train(self) -> str:
         """Run to ``cfg.steps`` or a stop request; returns the final state ("finished" or "stopped")."""
@@ -343,6 +364,7 @@ class Trainer:
                 if run is not None:
                     run.write_status(**report)
         finally:
+            self._restore_signal_handlers()
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -354,11 +376,19 @@ class Trainer:
         return state
 
 
+def _local_world_size(info: DistInfo) -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size if info.enabled else 1))
+
+
 def run_training(cfg: TrainConfig, run_dir: str | Path | None = None, runs_dir: str | Path | None = None,
                  resume: bool = False, progress: bool = True) -> tuple[str, Path]:
     """Train in this process (one rank of torchrun when WORLD_SIZE > 1); returns (final state, run folder).
 
     ``run_dir``: an existing run folder (resume, or one made by start_run); else a new folder in ``runs_dir``.
+    Rank 0 holds the run's lock for the whole run (``RunBusyError`` when another live process trains it).
+    Everything is checked (data, device, the lock of an existing run) before a new folder is made, so a
+    refused run leaves no folder behind. Ctrl-C stops at the next step boundary with a checkpoint and
+    then raises KeyboardInterrupt; a second Ctrl-C raises it at once.
     """
     info = DistInfo.from_env()
     if info.enabled and not dist.is_initialized():
@@ -366,28 +396,77 @@ def run_training(cfg: TrainConfig, run_dir: str | Path | None = None, runs_dir: 
         if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend)
+    lock, trainer, ok = None, None, False
     try:
         path = [None]
-        if info.is_main:
-            if run_dir is not None:
-                run = RunDir(run_dir)
-                if not run.config.is_file():
-                    run.create(cfg.to_dict())
-            else:
-                base = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-                run = RunDir(base / new_run_name(cfg)).create(cfg.to_dict())
-            path = [str(run.path)]
+        if info.is_main and run_dir is not None and RunDir(run_dir).config.is_file():
+            lock = _take_lock(RunDir(run_dir))  # an existing run: refused at once if another process trains it
+            path = [str(RunDir(run_dir).path)]
         if info.enabled:
             dist.broadcast_object_list(path, src=0)  # every rank agrees on the folder (resume reads it)
-        run = RunDir(path[0])
         try:
-            trainer = Trainer(cfg, run, resume=resume, dist_info=info, progress=progress)
+            # data, device, model (and the checkpoint to resume from): all before a new folder exists
+            trainer = Trainer(cfg, RunDir(path[0]) if path[0] else None, resume=resume, dist_info=info,
+                              progress=progress)
+        except BaseException as e:
+            if lock is not None and not resume:  # a folder start_run made for this process: say why it failed
+                _record_failure(RunDir(path[0]), e)
+            raise
+        if lock is not None:
+            lock.write_pid(os.getpid())  # checked: this process trains the run
+        if info.is_main and path[0] is None:
+            base = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+            new = RunDir(run_dir) if run_dir is not None else RunDir(base / new_run_name(cfg))
+            new.create(cfg.to_dict())
+            lock = RunLock(new.path).acquire()  # nobody else can hold a folder this process just made
+            lock.write_pid(os.getpid())
+            path = [str(new.path)]
+        if info.enabled:
+            dist.broadcast_object_list(path, src=0)
+        run = trainer.run = RunDir(path[0])
+        if info.is_main and progress:
+            print(f"run folder: {run.path}", file=sys.stderr, flush=True)
+        try:
             state = trainer.train()
+        except KeyboardInterrupt:
+            if info.is_main:  # a second Ctrl-C: the run is resumable from its last checkpoint
+                run.write_status(state="stopped", interrupted=True, step=trainer.step,
+                                 error="interrupted by a second Ctrl-C before its checkpoint")
+            raise
         except BaseException as e:
             if info.is_main:
-                run.write_status(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+                _record_failure(run, e)
             raise
+        ok = True
+        if trainer.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt  # stopped cleanly (checkpoint saved); the caller exits 130
         return state, run.path
     finally:
-        if info.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+        _shutdown(info, trainer, clean=ok)
+        del trainer
+        if lock is not None:
+            lock.release()
+
+
+def _record_failure(run: RunDir, e: BaseException) -> None:
+    run.write_status(state="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+
+
+def _take_lock(run: RunDir) -> RunLock:
+    """The run's lock: handed over by the launcher (start_run/resume_run) or taken here."""
+    fd = os.environ.pop(LOCK_FD_ENV, None)
+    lock = RunLock(run.path)
+    return lock.adopt(int(fd)) if fd else lock.acquire()
+
+
+def _shutdown(info: DistInfo, trainer: "Trainer | None", clean: bool) -> None:
+    """Leave the process group in order: no DDP wrapper left holding it, every rank done, then destroy."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if trainer is not None:
+        trainer._restore_signal_handlers()  # their closure would keep the Trainer (and DDP) alive to exit
+        trainer.ddp = None  # the Reducer holds the ProcessGroup and its pending work
+    gc.collect()
+    if clean:
+        dist.barrier()  # rank 0's last writes are done before any rank tears down
+    dist.destroy_process_group()

@@ -115,10 +115,11 @@ def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(s
     """The browser's cost of a live view is its redraws: the poll reads every second, draws every ``redraw_s``."""
     import os
 
-    from model.train.runs import RunDir
+    from model.train.runs import RunDir, RunLock
 
     run = RunDir(f"{state.runs_dir}/live").create({"steps": 10, "packing": "packed"})
-    run.write_status(state="running", pid=os.getpid(), steps=10)  # alive: this test process stands in for it
+    lock = RunLock(run.path).acquire()  # alive: this test process stands in for it (it holds the run's lock)
+    run.write_status(state="running", pid=os.getpid(), steps=10)
 
     def log(*steps):
         for s in steps:
@@ -137,6 +138,7 @@ def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(s
     assert "about 2 s left" in view._eta.object  # 5 steps left at 0.5 s each
     log(6)
     run.write_status(state="finished", step=6)  # a state change is drawn at once
+    lock.release()
     view.poll()
     assert steps(view)[-1] == 6 and "finished, step 6/10" in view._eta.object
 

@@ -76,3 +76,35 @@ def test_cuda_resolves_on_a_real_gpu():
     d, dtype = resolve_device("auto")
     assert d.type == "cuda"
     assert dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+
+
+def test_cpu_threads_counts_usable_cores_minus_busy_ones_and_keeps_the_override(monkeypatch):
+    import os
+
+    from model import device
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert device.usable_cores() == 2
+    assert device.cpu_threads(busy=0.0) == 2  # an idle 2-core machine: both
+    assert device.cpu_threads(busy=0.9) == 1  # one competing busy process: no oversubscription
+    assert device.cpu_threads(busy=5.0) == 1  # never below one
+    assert device.cpu_threads(busy=0.0, processes=2) == 1  # two local ranks share the cores
+    assert device.cpu_threads(3, busy=2.0) == 3  # the config's `threads` wins
+    busy = device.busy_cores(window=0.05)
+    assert 0.0 <= busy <= os.cpu_count()
+
+
+def test_a_busy_process_is_seen_by_busy_cores():
+    import subprocess
+    import sys
+
+    from model.device import busy_cores
+
+    p = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True)\nwhile True: pass"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert busy_cores(window=0.3) >= 0.5  # the spinning process holds most of a core
+    finally:
+        p.kill()
+        p.wait()
