@@ -314,14 +314,67 @@ def pca_2d(vectors) -> np.ndarray:
     return (x @ v[:, :2]).numpy()
 
 
-def concept_map(xy: np.ndarray, texts: list[str], docs: list, height: int = 420):
-    docs = np.asarray(docs)
-    _, doc_code = np.unique(docs.astype(str), return_inverse=True)
-    colors = np.asarray(Category20[20], dtype=object)[doc_code % 20]
-    source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], text=[t[:160] for t in texts], doc=docs.astype(str),
-                                   color=colors))
-    p = _figure(f"concept map: {len(texts)} encoded sentences (PCA)", height=height, x_axis_label="PC 1",
-                y_axis_label="PC 2")
-    p.scatter(x="x", y="y", color="color", size=5, alpha=0.7, source=source)
-    p.add_tools(HoverTool(tooltips=[("doc", "@doc"), ("sentence", "@text")]))
+MAP_GROUPS = 19  # the largest groups get a colour each; the rest share "other"
+STATUS_COLORS = {"accepted": "#2ca02c", "pending": "#ff7f0e", "rejected": "#d62728"}
+
+
+def concept_map(xy: np.ndarray, texts: list[str], groups, height: int = 460, ids=None, group_name: str = "document",
+                docs=None, status=None):
+    """Points of the encoded sentences, coloured by ``groups`` (document names or statuses) with a legend beside
+    the plot; hover gives the text, document and status; box/lasso/tap select points (the view links the
+    selection to its table); a second renderer named "hits" rings the search hits.
+
+    renderers[0] is the points; the view fills the "hits" renderer's source.
+    """
+    groups = np.asarray(groups, dtype=object).astype(str)
+    n = len(texts)
+    uniq, counts = np.unique(groups, return_counts=True)
+    if group_name == "status":
+        color_of = {g: STATUS_COLORS.get(g, "#7f7f7f") for g in uniq}
+        label_of = {g: g for g in uniq}
+    else:
+        top = [g for g in uniq[np.argsort(-counts, kind="stable")][:MAP_GROUPS]]
+        color_of = {g: SEGMENT_PALETTE[i % len(SEGMENT_PALETTE)] for i, g in enumerate(top)}
+        n_other = len(uniq) - len(top)
+        label_of = {g: (g if g in color_of else f"other ({n_other} documents)") for g in uniq}
+        color_of = {g: color_of.get(g, "#bdbdbd") for g in uniq}
+    docs = groups if docs is None else np.asarray(docs, dtype=object).astype(str)
+    status = [""] * n if status is None else list(status)
+    source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], text=[t[:200] for t in texts], doc=list(docs),
+                                   status=status, group=[label_of[g] for g in groups],
+                                   color=[color_of[g] for g in groups],
+                                   id=list(np.arange(n) if ids is None else np.asarray(ids).tolist())))
+    p = figure(title=f"concept map: {n} encoded sentences (PCA), coloured by {group_name}", height=height,
+               sizing_mode="stretch_width", tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save",
+               active_drag="box_select", toolbar_location="right", x_axis_label="PC 1", y_axis_label="PC 2")
+    pts = p.scatter(x="x", y="y", color="color", size=6, alpha=0.75, source=source, legend_field="group",
+                    selection_color="color", selection_alpha=1.0, selection_line_color="black",
+                    nonselection_alpha=0.12)
+    p.scatter(x="x", y="y", size=13, fill_color=None, line_color="black", line_width=2.5, name="hits",
+                     source=ColumnDataSource(dict(x=[], y=[], text=[])), legend_label="search hit")
+    p.add_tools(HoverTool(renderers=[pts], tooltips=[("sentence", "@text"), ("document", "@doc"),
+                                                     ("status", "@status"), ("id", "@id")]))
+    legend = p.legend[0]
+    p.center.remove(legend)
+    legend.label_text_font_size = "8pt"
+    legend.spacing = 0
+    legend.click_policy = "none"
+    p.add_layout(legend, "right")
+    return p
+
+
+def store_stats_chart(stats: dict, height: int = 200):
+    """Horizontal bars: sentences per status, encoded, and rejected sentences per failed check."""
+    labels = ["accepted", "pending", "rejected", "encoded"] + [f"failed: {k}" for k in (stats.get("rejections") or {})]
+    values = [stats.get("accepted", 0), stats.get("pending", 0), stats.get("rejected", 0), stats.get("encoded", 0)]
+    values += list((stats.get("rejections") or {}).values())
+    colors = [STATUS_COLORS["accepted"], STATUS_COLORS["pending"], STATUS_COLORS["rejected"], "#1f77b4"]
+    colors += ["#e7969c"] * (len(labels) - 4)
+    p = figure(title=f"{stats.get('sentences', 0)} sentences in {stats.get('documents', 0)} documents",
+               height=height + 14 * max(0, len(labels) - 4), width=340, y_range=labels[::-1], tools="",
+               toolbar_location=None, x_axis_label="sentences")
+    src = ColumnDataSource(dict(label=labels, value=values, color=colors))
+    p.hbar(y="label", right="value", height=0.7, color="color", source=src)
+    p.add_tools(HoverTool(tooltips=[("", "@label"), ("sentences", "@value")]))
+    p.ygrid.visible = False
     return p
