@@ -83,7 +83,11 @@ class WorkbenchApp(pn.viewable.Viewer):
         self._store_status = pn.pane.Markdown("", css_classes=["wb-store-status"], margin=(0, 10))
         self._store_progress = pn.indicators.Progress(value=-1, max=100, width=200, visible=False,
                                                       css_classes=["wb-store-progress"])
-        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, css_classes=["wb-tabs"], sizing_mode="stretch_width")
+        # Served, a tab's models are built when it opens (dynamic). Inline in a notebook they are all built at the
+        # first render: Panel inlines the stylesheets of that render only, and a model built later would load its
+        # CSS from cdn.holoviz.org (four files per tab, failing offline).
+        self.tabs = pn.Tabs(*self.views.items(), dynamic=bool(pn.state.served), css_classes=["wb-tabs"],
+                            sizing_mode="stretch_width")
         self.tabs.param.watch(lambda *_: self._show_active_tab(), "active")
         self._callback = None
         self.poll()
