@@ -42,6 +42,7 @@ from __future__ import annotations
 import panel as pn
 import param
 from panel.io import hold
+from panel.io.document import init_doc
 
 from workbench import services
 from workbench.state import WorkbenchState
@@ -53,6 +54,21 @@ from workbench.views.states import StatesView
 from workbench.views.training import TrainingView
 
 TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
+# Inline in a notebook, Panel inlines the stylesheets of the first render only; a model built later (a view
+# redrawn, a card opened) names its CSS on cdn.holoviz.org unless the document says where Panel's files are.
+# Panel's Jupyter server extension serves them here (the same path Panel uses for its own server mode).
+NOTEBOOK_DIST_URL = "/panel-preview/static/extensions/panel/"
+
+
+class _AppRoot(pn.Column):
+    """The app's outer column: rendered into a notebook (a comm), its document takes its CSS from the local
+    Jupyter server instead of the CDN."""
+
+    def get_root(self, doc=None, comm=None, preprocess=True):
+        doc = init_doc(doc)
+        if comm is not None and not pn.state.served:
+            doc._template_variables.setdefault("dist_url", NOTEBOOK_DIST_URL)
+        return super().get_root(doc, comm, preprocess)
 EXTENSIONS = ("tabulator",)
 
 
@@ -144,7 +160,7 @@ class WorkbenchApp(pn.viewable.Viewer):
             self._store_status, self._store_progress,
             css_classes=["wb-header"], sizing_mode="stretch_width",
         )
-        return pn.Column(header, self.tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
+        return _AppRoot(header, self.tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
 
 
 def create_app(state: WorkbenchState | None = None, store=None, live: bool = True) -> WorkbenchApp:

@@ -32,7 +32,8 @@ def test_inline_app_builds_every_tab_at_first_render_and_inlines_its_css(tmp_pat
     store = ConceptStore.create(tmp_path / "store")
     app = WorkbenchApp(state=WorkbenchState(store=store))
     assert app.tabs.dynamic is False  # not served: a notebook
-    root = app.__panel__().get_root(Document(), comm=Comm())
+    doc = Document()
+    root = app.__panel__().get_root(doc, comm=Comm())
 
     for sub in root.select({"type": UIElement}):
         patch_inline_stylesheets(sub)  # what Panel does to the models of a notebook's first render
@@ -40,3 +41,10 @@ def test_inline_app_builds_every_tab_at_first_render_and_inlines_its_css(tmp_pat
     classes = {c for m in root.select({"type": UIElement}) for c in (getattr(m, "css_classes", None) or [])}
     assert {f"wb-{t.lower()}" for t in ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")} <= classes
     assert not [s.url for s in root.select({"type": ImportedStyleSheet}) if "cdn.holoviz.org" in str(s.url)]
+    # a model built after the first render names the local copy (Panel's Jupyter server extension), not the CDN
+    import panel as pn
+
+    later = pn.pane.Markdown("built later")
+    model = later.get_root(doc, comm=Comm())
+    urls = [str(s.url) for s in model.select({"type": ImportedStyleSheet})]
+    assert urls and all(u.startswith("/panel-preview/static/extensions/panel/") for u in urls), urls
