@@ -328,30 +328,37 @@ class ConceptsView(pn.viewable.Viewer):
                                             "text": [s.text for s, _ in hits]})
         self._highlight_hits()
 
-    @param.depends("status_filter", "check_filter", "document_filter", "text_filter", "ids_filter", watch=True)
     def refresh(self):
+        """The store changed (or was opened): table, statistics and map."""
         store = self.state.store
         if store is None:
             self._report.object = "Waiting for the concept store (it is being built on this first start)…"
             return
         if self._report.object.startswith("Waiting"):
             self._report.object = ""
+        self.refresh_table()
+        stats = store.stats()
+        self._stats.object = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in status_table(stats))
+        self._stats_chart.object = plots.store_stats_chart(stats)
+        self.draw_map()
+
+    @param.depends("status_filter", "check_filter", "document_filter", "text_filter", "ids_filter", watch=True)
+    def refresh_table(self):
+        """The table under the current filter (the map stays as it is: its selection may be the filter)."""
+        store = self.state.store
+        if store is None:
+            return
         try:
             found = filter_sentences(store, self.current_filter())
         except ValueError as exc:
             self.state.fail(exc)
             return
-        names = document_names(store)
-        self._table.value = sentence_frame(found, names)
+        self._table.value = sentence_frame(found, document_names(store))
         n_pass = sum(1 for s in found if all(ok for _, ok, _ in (s.checks or [])) and s.status != "accepted")
         parts = [f"**{len(found)}** sentences"]
         if self.ids_filter:
             parts.append(f"({self.ids_label or 'chosen'}: {len(self.ids_filter)} ids)")
         self._filter_line.object = " ".join(parts) + f" · {n_pass} pass every check and are not accepted yet"
-        stats = store.stats()
-        self._stats.object = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in status_table(stats))
-        self._stats_chart.object = plots.store_stats_chart(stats)
-        self.draw_map()
 
     @param.depends("color_by", watch=True)
     def draw_map(self):
@@ -384,7 +391,21 @@ class ConceptsView(pn.viewable.Viewer):
         self._highlight_hits()
         self._table_selection_to_map()
 
+    @staticmethod
+    def _bokeh_write(fn) -> None:
+        """Change a raw Bokeh model (the map's sources): on a server, in a next-tick callback, which holds the
+        document lock (a Panel widget callback does not hold it for models Panel does not manage)."""
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(fn)
+        else:
+            fn()
+
     def _highlight_hits(self) -> None:
+        if self._map_source is not None:
+            self._bokeh_write(self._write_hits)
+
+    def _write_hits(self) -> None:
         if self._map_source is None:
             return
         fig = self._map.object
@@ -407,12 +428,17 @@ class ConceptsView(pn.viewable.Viewer):
         """Rows selected in the table are selected (highlighted) on the map."""
         if self._map_source is None or self.ids_label == "selected on the map":
             return
-        ids = set(self.selected_ids())
-        self._syncing = True
-        try:
-            self._map_source.selected.indices = [int(i) for i in np.flatnonzero(np.isin(self._map_ids, list(ids)))]
-        finally:
-            self._syncing = False
+        picked = [int(i) for i in np.flatnonzero(np.isin(self._map_ids, self.selected_ids()))]
+        source = self._map_source
+
+        def write():
+            self._syncing = True
+            try:
+                source.selected.indices = picked
+            finally:
+                self._syncing = False
+
+        self._bokeh_write(write)
 
     def __panel__(self):
         ingest = pn.Card(
