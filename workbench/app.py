@@ -19,7 +19,10 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
                    .wb-concepts-status-filter  .wb-concepts-table  .wb-concepts-accept  .wb-concepts-reject
                    .wb-concepts-encode  .wb-concepts-encode-progress  .wb-concepts-report
                    .wb-concepts-search  .wb-concepts-search-button  .wb-concepts-results  .wb-concepts-map
-                   .wb-concepts-stats
+                   .wb-concepts-stats  .wb-concepts-stats-chart  .wb-concepts-ingest  .wb-concepts-check-filter
+                   .wb-concepts-doc-filter  .wb-concepts-text-filter  .wb-concepts-clear-filters
+                   .wb-concepts-filter-summary  .wb-concepts-accept-passing  .wb-concepts-reject-duplicates
+                   .wb-concepts-encode-count  .wb-concepts-color-by  .wb-concepts-map-note
     Packing        .wb-packing  .wb-packing-data  .wb-packing-maxlen  .wb-packing-strategy  .wb-packing-mode
                    .wb-packing-nsynthetic  .wb-packing-status  .wb-packing-utilization  .wb-packing-layout
                    .wb-packing-packed  .wb-packing-padded  .wb-packing-histogram
@@ -29,7 +32,8 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
                    .wb-routing-tokens  .wb-routing-aux  .wb-routing-load
     Leakage        .wb-leakage  .wb-leakage-row  .wb-leakage-segment  .wb-leakage-leaky  .wb-leakage-run
                    .wb-leakage-heatmap  .wb-leakage-badge (holds span.wb-badge with .wb-pass "PASS", .wb-fail "FAIL",
-                   .wb-running "auditing…" or .wb-unknown "not audited")
+                   .wb-running "auditing…" or .wb-unknown "not audited"; the verdict of the drawn perturbation
+                   until an audit runs, then the audit's, with span.wb-badge-source saying which)
                    .wb-leakage-summary  .wb-leakage-checks (table of the audit's checks)
     Training       .wb-training  .wb-training-form  .wb-training-device (shows what "auto" resolves to)
                    .wb-training-start  .wb-training-stop  .wb-training-resume  .wb-training-progress
