@@ -19,7 +19,10 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
                    .wb-concepts-status-filter  .wb-concepts-table  .wb-concepts-accept  .wb-concepts-reject
                    .wb-concepts-encode  .wb-concepts-encode-progress  .wb-concepts-report
                    .wb-concepts-search  .wb-concepts-search-button  .wb-concepts-results  .wb-concepts-map
-                   .wb-concepts-stats
+                   .wb-concepts-stats  .wb-concepts-stats-chart  .wb-concepts-ingest  .wb-concepts-check-filter
+                   .wb-concepts-doc-filter  .wb-concepts-text-filter  .wb-concepts-clear-filters
+                   .wb-concepts-filter-summary  .wb-concepts-accept-passing  .wb-concepts-reject-duplicates
+                   .wb-concepts-encode-count  .wb-concepts-color-by  .wb-concepts-map-note
     Packing        .wb-packing  .wb-packing-data  .wb-packing-maxlen  .wb-packing-strategy  .wb-packing-mode
                    .wb-packing-nsynthetic  .wb-packing-status  .wb-packing-utilization  .wb-packing-layout
                    .wb-packing-packed  .wb-packing-padded  .wb-packing-histogram
@@ -29,7 +32,8 @@ into ``.wb-x input``/``textarea`` and click ``.wb-x button`` (Playwright's CSS p
                    .wb-routing-tokens  .wb-routing-aux  .wb-routing-load
     Leakage        .wb-leakage  .wb-leakage-row  .wb-leakage-segment  .wb-leakage-leaky  .wb-leakage-run
                    .wb-leakage-heatmap  .wb-leakage-badge (holds span.wb-badge with .wb-pass "PASS", .wb-fail "FAIL",
-                   .wb-running "auditing…" or .wb-unknown "not audited")
+                   .wb-running "auditing…" or .wb-unknown "not audited"; the verdict of the drawn perturbation
+                   until an audit runs, then the audit's, with span.wb-badge-source saying which)
                    .wb-leakage-summary  .wb-leakage-checks (table of the audit's checks)
     Training       .wb-training  .wb-training-form  .wb-training-device (shows what "auto" resolves to)
                    .wb-training-start  .wb-training-stop  .wb-training-resume  .wb-training-progress
@@ -42,6 +46,7 @@ from __future__ import annotations
 import panel as pn
 import param
 from panel.io import hold
+from panel.io.document import init_doc
 
 from workbench import services
 from workbench.state import WorkbenchState
@@ -53,6 +58,21 @@ from workbench.views.states import StatesView
 from workbench.views.training import TrainingView
 
 TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
+# Inline in a notebook, Panel inlines the stylesheets of the first render only; a model built later (a view
+# redrawn, a card opened) names its CSS on cdn.holoviz.org unless the document says where Panel's files are.
+# Panel's Jupyter server extension serves them here (the same path Panel uses for its own server mode).
+NOTEBOOK_DIST_URL = "/panel-preview/static/extensions/panel/"
+
+
+class _AppRoot(pn.Column):
+    """The app's outer column: rendered into a notebook (a comm), its document takes its CSS from the local
+    Jupyter server instead of the CDN."""
+
+    def get_root(self, doc=None, comm=None, preprocess=True):
+        doc = init_doc(doc)
+        if comm is not None and not pn.state.served:
+            doc._template_variables.setdefault("dist_url", NOTEBOOK_DIST_URL)
+        return super().get_root(doc, comm, preprocess)
 EXTENSIONS = ("tabulator",)
 
 
@@ -83,7 +103,11 @@ class WorkbenchApp(pn.viewable.Viewer):
         self._store_status = pn.pane.Markdown("", css_classes=["wb-store-status"], margin=(0, 10))
         self._store_progress = pn.indicators.Progress(value=-1, max=100, width=200, visible=False,
                                                       css_classes=["wb-store-progress"])
-        self.tabs = pn.Tabs(*self.views.items(), dynamic=True, css_classes=["wb-tabs"], sizing_mode="stretch_width")
+        # Served, a tab's models are built when it opens (dynamic). Inline in a notebook they are all built at the
+        # first render: Panel inlines the stylesheets of that render only, and a model built later would load its
+        # CSS from cdn.holoviz.org (four files per tab, failing offline).
+        self.tabs = pn.Tabs(*self.views.items(), dynamic=bool(pn.state.served), css_classes=["wb-tabs"],
+                            sizing_mode="stretch_width")
         self.tabs.param.watch(lambda *_: self._show_active_tab(), "active")
         self._callback = None
         self.poll()
@@ -140,7 +164,7 @@ class WorkbenchApp(pn.viewable.Viewer):
             self._store_status, self._store_progress,
             css_classes=["wb-header"], sizing_mode="stretch_width",
         )
-        return pn.Column(header, self.tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
+        return _AppRoot(header, self.tabs, css_classes=["wb-app"], sizing_mode="stretch_width")
 
 
 def create_app(state: WorkbenchState | None = None, store=None, live: bool = True) -> WorkbenchApp:

@@ -7,19 +7,42 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from bokeh.models import (BasicTicker, ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Range1d, Span)
-from bokeh.palettes import Category10, Category20, Viridis256
+from bokeh.models import (BasicTicker, ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
+                          Legend, LegendItem, LinearColorMapper, LogColorMapper, LogTicker, Range1d, Span)
+from bokeh.palettes import Category10, Category20, RdBu11, Viridis256, YlOrRd9
 from bokeh.plotting import figure
 
 PAD_COLOR = "#c8c8c8"  # padding is grey in every layout
 # Category20 without its two greys, so that no segment can be mistaken for padding
 SEGMENT_PALETTE = tuple(c for c in Category20[20] if c not in ("#7f7f7f", "#c7c7c7"))
+# Layouts colour a segment by its index inside its row (0, 1, 2, ...): neighbours in a row never share a
+# colour, and the legend says which is which. Ten strong colours, none of them grey; then they cycle.
+ROW_SEGMENT_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+                       "#17becf", "#393b79")
+# leakage: at or below the audit's tolerance a cell is neutral; above it, a warm colour, darker the larger the leak
+NEUTRAL_COLOR = "#f4f4f4"
+FLIPPED_COLOR = "#9e9e9e"
+LEAK_PALETTE = tuple(YlOrRd9[::-1][3:])  # orange .. dark red: even the first colour is plainly coloured
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+DENSE_ROWS = 120  # above this many rows a layout drops its white outlines (they would wash the colours out)
 
 
 def _figure(title: str, height: int = 300, **kw):
     kw.setdefault("sizing_mode", "stretch_width")
     return figure(title=title, height=height, tools=TOOLS, toolbar_location="right", **kw)
+
+
+def swatch_legend(p, labels: list[str], colors: list[str], place: str = "right", **kw) -> None:
+    """A legend of colour swatches beside the plot (never over it): ONE extra renderer that draws nothing
+    (its points are NaN) and carries a swatch per label."""
+    src = ColumnDataSource(dict(x=[np.nan] * len(labels), y=[np.nan] * len(labels), label=list(labels),
+                                color=list(colors)))
+    r = p.scatter(x="x", y="y", marker="square", size=11, color="color", line_color="#888", source=src)
+    kw.setdefault("label_text_font_size", "8pt")
+    kw.setdefault("title_text_font_size", "8pt")
+    legend = Legend(items=[LegendItem(label=lab, renderers=[r], index=i) for i, lab in enumerate(labels)],
+                    spacing=0, padding=4, glyph_height=12, glyph_width=12, **kw)
+    p.add_layout(legend, place)
 
 
 def layer_names(n_layers: int) -> list[str]:
@@ -39,39 +62,75 @@ def segment_table_array(batch) -> np.ndarray:
     return np.asarray(batch.segment_table(), dtype=np.int64).reshape(-1, 5)
 
 
-def pack_layout_data(batch) -> dict:
-    """Columns for the layout quads: one entry per segment, then one grey entry per row with padding."""
+def pack_layout_data(batch, names=None) -> dict:
+    """Columns for the layout quads: one entry per segment, then one grey entry per row with padding.
+
+    A segment is coloured by its index inside its row (``ROW_SEGMENT_PALETTE``), so neighbours differ.
+    ``names`` (one per sequence, in input order) names each segment's document in the tooltips.
+    In ``single`` mode each row is stepped alone, without padding (the plan's utilization is 1.0): no
+    padding is drawn, so the picture and the figure agree.
+    """
     seg = segment_table_array(batch)
     seq, chunk, row, start, length = seg.T
     rows, L = batch.segment_ids.shape[:2]
     used = (as_numpy(batch.segment_ids) >= 0).sum(axis=1)
-    pad_rows = np.flatnonzero(used < L)
-    colors = np.asarray(SEGMENT_PALETTE, dtype=object)[seq % len(SEGMENT_PALETTE)]
+    pad_rows = np.flatnonzero(used < L) if batch.mode != "single" else np.zeros(0, dtype=np.int64)
+    # the segment index inside its row: pieces are ordered by (row, start)
+    first = np.r_[0, np.flatnonzero(np.diff(row)) + 1] if len(row) else np.zeros(0, dtype=np.int64)
+    in_row = np.arange(len(row)) - np.repeat(first, np.diff(np.r_[first, len(row)])) if len(row) else row
+    colors = np.asarray(ROW_SEGMENT_PALETTE, dtype=object)[in_row % len(ROW_SEGMENT_PALETTE)]
+    n_chunks = np.bincount(seq, minlength=int(seq.max()) + 1 if len(seq) else 0)[seq] if len(seq) else seq
+    if names is None:
+        doc = np.asarray([f"sequence {i}" for i in seq], dtype=object)
+    else:
+        doc = np.asarray([str(names[i]) for i in seq], dtype=object)
+    piece = np.asarray([f"{c + 1} of {n}" for c, n in zip(chunk, n_chunks)], dtype=object)
     n_pad = len(pad_rows)
+    dense = rows > DENSE_ROWS
+    gap = 0.0 if dense else 0.05
     return dict(
         left=np.concatenate([start, used[pad_rows]]).astype(float),
         right=np.concatenate([start + length, np.full(n_pad, L)]).astype(float),
-        bottom=np.concatenate([row, pad_rows]).astype(float) + 0.05,
-        top=np.concatenate([row, pad_rows]).astype(float) + 0.95,
+        bottom=np.concatenate([row, pad_rows]).astype(float) + gap,
+        top=np.concatenate([row, pad_rows]).astype(float) + 1 - gap,
         color=np.concatenate([colors, np.full(n_pad, PAD_COLOR, dtype=object)]),
         kind=np.concatenate([np.full(len(seq), "segment", dtype=object), np.full(n_pad, "padding", dtype=object)]),
         seq=np.concatenate([seq, np.full(n_pad, -1)]),
         chunk=np.concatenate([chunk, np.full(n_pad, -1)]),
         row=np.concatenate([row, pad_rows]),
+        segment=np.concatenate([in_row, np.full(n_pad, -1)]).astype(np.int64),
+        segment_name=np.concatenate([np.asarray([str(i) for i in in_row], dtype=object),
+                                     np.full(n_pad, "padding", dtype=object)]),
+        doc=np.concatenate([doc, np.full(n_pad, "(padding)", dtype=object)]),
+        piece=np.concatenate([piece, np.full(n_pad, "", dtype=object)]),
+        positions=np.concatenate([np.asarray([f"{a}..{a + n - 1}" for a, n in zip(start, length)], dtype=object),
+                                  np.asarray([f"{u}..{L - 1}" for u in used[pad_rows]], dtype=object)]),
         length=np.concatenate([length, L - used[pad_rows]]),
     )
 
 
-def pack_layout_figure(batch, title: str, height: int = 360):
-    """Rows x positions; every segment its own colour (by sequence), padding grey. One glyph."""
+def pack_layout_figure(batch, title: str, height: int = 360, names=None):
+    """Rows x positions; each segment coloured by its index in its row (legend), padding grey. One glyph."""
     rows, L = batch.segment_ids.shape[:2]
-    source = ColumnDataSource(pack_layout_data(batch))
+    data = pack_layout_data(batch, names)
+    source = ColumnDataSource(data)
     p = _figure(title, height=height, x_range=Range1d(0, L), y_range=Range1d(rows, 0),
                 x_axis_label="position", y_axis_label="row")
-    p.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color", line_color="white",
-           line_width=0.5, source=source)
-    p.add_tools(HoverTool(tooltips=[("", "@kind"), ("sequence", "@seq"), ("chunk", "@chunk"), ("row", "@row"),
-                                    ("start", "@left{0}"), ("length", "@length")]))
+    dense = rows > DENSE_ROWS
+    r = p.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
+               line_color=None if dense else "white", line_width=0.5, source=source)
+    p.add_tools(HoverTool(renderers=[r], tooltips=[("row", "@row"), ("segment", "@segment_name"),
+                                                   ("document", "@doc"), ("positions", "@positions"),
+                                                   ("length", "@length"), ("piece", "@piece")]))
+    # the legend: one swatch per colour in use (segment index in its row), and padding when drawn
+    top = int(data["segment"].max()) if len(data["segment"]) else -1
+    n = len(ROW_SEGMENT_PALETTE)
+    labels = [f"segment {i}" + (f", {i + n}, …" if top >= i + n else "") for i in range(min(n, top + 1))]
+    colors = list(ROW_SEGMENT_PALETTE[:len(labels)])
+    if (data["kind"] == "padding").any():
+        labels, colors = labels + ["padding"], colors + [PAD_COLOR]
+    if labels:
+        swatch_legend(p, labels, colors, "right", title="in its row")
     p.ygrid.visible = False
     return p
 
@@ -91,10 +150,13 @@ def length_histogram(lengths, max_len: int, height: int = 260):
 def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] | None = None,
             boundaries=(), low: float | None = None, high: float | None = None, palette=Viridis256,
             height: int = 280, value_name: str = "value", x_names: list[str] | None = None,
-            nan_color: str = "#9e9e9e"):
+            nan_color: str = "#9e9e9e", x_segments=None, mapper=None, color_bar_title: str | None = None):
     """One image glyph of ``matrix`` (Y, X); ``boundaries`` are x positions marked by dashed lines.
 
     ``x_names``/``y_names`` label discrete columns/rows at their centres; NaN cells get ``nan_color``.
+    The tooltip names the cell: ``y_label`` by its name, ``x_label`` by its name or index, and, with
+    ``x_segments`` (one segment id per column), the segment the position lies in.
+    ``mapper`` replaces the default linear colour mapper (e.g. a fixed scale comparable across models).
     """
     m = as_numpy(matrix).astype(np.float64)
     ny, nx = m.shape
@@ -103,12 +165,19 @@ def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] |
     high = float(finite.max()) if high is None and finite.size else (high if high is not None else 1.0)
     if high <= low:
         high = low + 1e-9
-    mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=nan_color)
+    if mapper is None:
+        mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=nan_color)
     p = _figure(title, height=height, x_range=Range1d(0, nx), y_range=Range1d(0, ny), x_axis_label=x_label,
                 y_axis_label=y_label)
     source = ColumnDataSource(dict(image=[m], x=[0], y=[0], dw=[nx], dh=[ny]))
     p.image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper, source=source)
-    p.add_tools(HoverTool(tooltips=[("x", "$x{0}"), ("y", "$y{0}"), (value_name, "@image{0.0000}")]))
+    x_hover = _name_hover(x_names)
+    x_tip = x_label
+    if x_segments is not None:  # "12 · segment 3": the position and the segment it lies in
+        x_hover = _name_hover(x_names, segments=[int(v) for v in as_numpy(x_segments).reshape(-1)])
+        x_tip = f"{x_label} · segment"
+    p.add_tools(HoverTool(tooltips=[(y_label, "$y{custom}"), (x_tip, "$x{custom}"), (value_name, "@image{0.0000}")],
+                          formatters={"$y": _name_hover(y_names), "$x": x_hover}))
     if y_names is not None:
         p.yaxis.ticker = [i + 0.5 for i in range(ny)]
         p.yaxis.major_label_overrides = {i + 0.5: name for i, name in enumerate(y_names)}
@@ -118,7 +187,73 @@ def heatmap(matrix, title: str, x_label: str, y_label: str, y_names: list[str] |
     for b in boundaries:
         p.add_layout(Span(location=float(b), dimension="height", line_color="white", line_dash="dashed",
                           line_width=1.5))
-    p.add_layout(ColorBar(color_mapper=mapper, ticker=BasicTicker(), width=10), "right")
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=BasicTicker(), width=10, title=color_bar_title), "right")
+    p.xgrid.visible = p.ygrid.visible = False
+    return p
+
+
+def _name_hover(names, segments=None) -> CustomJSHover:
+    """A tooltip formatter for an image coordinate: the cell's name (or index); with ``segments`` (one id
+    per column) also the segment of that position ("padding" for a negative id)."""
+    code = ("const i = Math.floor(value); "
+            "const n = names.length ? (names[i] === undefined ? '' : names[i]) : String(i); "
+            "if (!segs.length) return n; const s = segs[i]; "
+            "return s === undefined ? n : n + ' · ' + (s < 0 ? 'padding' : 'segment ' + s);")
+    return CustomJSHover(code=code, args=dict(names=list(names or []), segs=list(segments or [])))
+
+
+# --- leakage ------------------------------------------------------------------------------------------
+def leak_ratio(effect, tol) -> np.ndarray:
+    """``effect / tol`` per cell (tol per layer, shape (Y,)): how many times the audit's tolerance."""
+    e = as_numpy(effect).astype(np.float64)
+    t = np.maximum(as_numpy(tol).astype(np.float64).reshape(-1, 1), 1e-30)
+    return e / t
+
+
+def leak_colors(ratio) -> np.ndarray:
+    """The colour of each cell: neutral at or below the tolerance (ratio <= 1), else a warm colour on a log
+    scale of the ratio (1x .. 1e4x and above), NaN (the perturbed segment) grey."""
+    r = np.asarray(ratio, dtype=np.float64)
+    out = np.full(r.shape, NEUTRAL_COLOR, dtype=object)
+    above = np.isfinite(r) & (r > 1.0)
+    steps = np.clip(np.log10(r[above]) / 4.0, 0.0, 1.0)  # 4 decades over the palette
+    out[above] = np.asarray(LEAK_PALETTE, dtype=object)[np.minimum((steps * len(LEAK_PALETTE)).astype(int),
+                                                                    len(LEAK_PALETTE) - 1)]
+    out[~np.isfinite(r)] = FLIPPED_COLOR
+    return out
+
+
+def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, height: int = 280):
+    """Layers x segments of a ``PerturbationEffect``: one rect per cell, coloured by ``leak_colors`` (the
+    flipped segment grey), a tooltip naming layer, segment, max |Δ|, the tolerance and the verdict."""
+    e = as_numpy(effect).astype(np.float64)
+    t = as_numpy(tol).astype(np.float64).reshape(-1)
+    ny, nx = e.shape
+    ratio = leak_ratio(e, t)
+    ratio[:, flipped] = np.nan
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    verdict = np.where(np.isnan(ratio), "the perturbed segment", np.where(ratio > 1, "LEAK (above tolerance)",
+                                                                         "ok (within tolerance)"))
+    source = ColumnDataSource(dict(
+        x=xx.ravel() + 0.5, y=yy.ravel() + 0.5, color=leak_colors(ratio).ravel(),
+        layer=np.asarray([layers[i] for i in yy.ravel()], dtype=object), segment=xx.ravel(),
+        delta=e.ravel(), tol=t[yy.ravel()], ratio=np.nan_to_num(ratio, nan=0.0).ravel(), verdict=verdict.ravel()))
+    p = _figure(title, height=height, x_range=Range1d(0, nx), y_range=Range1d(0, ny), x_axis_label="segment",
+                y_axis_label="layer")
+    r = p.rect(x="x", y="y", width=1, height=1, fill_color="color", line_color="white", line_width=1,
+               source=source)
+    p.add_tools(HoverTool(renderers=[r], tooltips=[("layer", "@layer"), ("segment", "@segment"),
+                                                   ("max |Δ|", "@delta{0.000e0}"), ("tolerance", "@tol{0.0e0}"),
+                                                   ("× tolerance", "@ratio{0.0}"), ("", "@verdict")]))
+    p.yaxis.ticker = FixedTicker(ticks=[i + 0.5 for i in range(ny)])
+    p.yaxis.major_label_overrides = {i + 0.5: name for i, name in enumerate(layers)}
+    p.xaxis.ticker = FixedTicker(ticks=[i + 0.5 for i in range(nx)])
+    p.xaxis.major_label_overrides = {i + 0.5: str(i) for i in range(nx)}
+    mapper = LogColorMapper(palette=list(LEAK_PALETTE), low=1.0, high=1e4, low_color=NEUTRAL_COLOR)
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), width=10,
+                          title="max |Δ| ÷ tolerance (≤ 1: neutral)"), "right")
+    swatch_legend(p, ["within tolerance", "above tolerance", "perturbed segment"],
+                  [NEUTRAL_COLOR, LEAK_PALETTE[2], FLIPPED_COLOR], "below", orientation="horizontal")
     p.xgrid.visible = p.ygrid.visible = False
     return p
 
@@ -133,11 +268,21 @@ def expert_share_bars(shares, title: str, height: int = 280):
     palette = (Category20[20] * (n_exp // 20 + 1))[:n_exp] if n_exp > 10 else Category10[10][:n_exp]
     p = _figure(title, height=height, x_range=data["segment"], y_range=Range1d(0, 1.0),
                 x_axis_label="segment", y_axis_label="share of assignments")
-    p.vbar_stack(names, x="segment", width=0.8, color=palette, source=ColumnDataSource(data),
-                 legend_label=names)
-    p.legend.location = "top_right"
-    p.legend.label_text_font_size = "8pt"
+    renderers = p.vbar_stack(names, x="segment", width=0.8, color=palette, source=ColumnDataSource(data))
+    for r, name in zip(renderers, names):
+        p.add_tools(HoverTool(renderers=[r], tooltips=[("segment", "@segment"), ("expert", name.split()[-1]),
+                                                       ("share", f"@{{{name}}}{{0.0%}}")]))
+    # beside the plot, never over the bars
+    p.add_layout(Legend(items=[LegendItem(label=n, renderers=[r]) for n, r in zip(names, renderers)],
+                        label_text_font_size="8pt", spacing=0, padding=4), "right")
     return p
+
+
+def load_mapper(n_experts: int) -> LinearColorMapper:
+    """A fixed diverging scale for expert load: white at the ideal 1/E, blue below, red above, from 0 to 2/E
+    (clipped): the same colours mean the same imbalance for every model with E experts."""
+    ideal = 1.0 / n_experts
+    return LinearColorMapper(palette=list(RdBu11[::-1]), low=0.0, high=2 * ideal, high_color="#67001f")
 
 
 def segment_bars(values, title: str, y_label: str, height: int = 240, color: str = Category10[3][1]):
@@ -169,14 +314,67 @@ def pca_2d(vectors) -> np.ndarray:
     return (x @ v[:, :2]).numpy()
 
 
-def concept_map(xy: np.ndarray, texts: list[str], docs: list, height: int = 420):
-    docs = np.asarray(docs)
-    _, doc_code = np.unique(docs.astype(str), return_inverse=True)
-    colors = np.asarray(Category20[20], dtype=object)[doc_code % 20]
-    source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], text=[t[:160] for t in texts], doc=docs.astype(str),
-                                   color=colors))
-    p = _figure(f"concept map: {len(texts)} encoded sentences (PCA)", height=height, x_axis_label="PC 1",
-                y_axis_label="PC 2")
-    p.scatter(x="x", y="y", color="color", size=5, alpha=0.7, source=source)
-    p.add_tools(HoverTool(tooltips=[("doc", "@doc"), ("sentence", "@text")]))
+MAP_GROUPS = 19  # the largest groups get a colour each; the rest share "other"
+STATUS_COLORS = {"accepted": "#2ca02c", "pending": "#ff7f0e", "rejected": "#d62728"}
+
+
+def concept_map(xy: np.ndarray, texts: list[str], groups, height: int = 460, ids=None, group_name: str = "document",
+                docs=None, status=None):
+    """Points of the encoded sentences, coloured by ``groups`` (document names or statuses) with a legend beside
+    the plot; hover gives the text, document and status; box/lasso/tap select points (the view links the
+    selection to its table); a second renderer named "hits" rings the search hits.
+
+    renderers[0] is the points; the view fills the "hits" renderer's source.
+    """
+    groups = np.asarray(groups, dtype=object).astype(str)
+    n = len(texts)
+    uniq, counts = np.unique(groups, return_counts=True)
+    if group_name == "status":
+        color_of = {g: STATUS_COLORS.get(g, "#7f7f7f") for g in uniq}
+        label_of = {g: g for g in uniq}
+    else:
+        top = [g for g in uniq[np.argsort(-counts, kind="stable")][:MAP_GROUPS]]
+        color_of = {g: SEGMENT_PALETTE[i % len(SEGMENT_PALETTE)] for i, g in enumerate(top)}
+        n_other = len(uniq) - len(top)
+        label_of = {g: (g if g in color_of else f"other ({n_other} documents)") for g in uniq}
+        color_of = {g: color_of.get(g, "#bdbdbd") for g in uniq}
+    docs = groups if docs is None else np.asarray(docs, dtype=object).astype(str)
+    status = [""] * n if status is None else list(status)
+    source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], text=[t[:200] for t in texts], doc=list(docs),
+                                   status=status, group=[label_of[g] for g in groups],
+                                   color=[color_of[g] for g in groups],
+                                   id=list(np.arange(n) if ids is None else np.asarray(ids).tolist())))
+    p = figure(title=f"concept map: {n} encoded sentences (PCA), coloured by {group_name}", height=height,
+               sizing_mode="stretch_width", tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save",
+               active_drag="box_select", toolbar_location="right", x_axis_label="PC 1", y_axis_label="PC 2")
+    pts = p.scatter(x="x", y="y", color="color", size=6, alpha=0.75, source=source, legend_field="group",
+                    selection_color="color", selection_alpha=1.0, selection_line_color="black",
+                    nonselection_alpha=0.12)
+    p.scatter(x="x", y="y", size=13, fill_color=None, line_color="black", line_width=2.5, name="hits",
+                     source=ColumnDataSource(dict(x=[], y=[], text=[])), legend_label="search hit")
+    p.add_tools(HoverTool(renderers=[pts], tooltips=[("sentence", "@text"), ("document", "@doc"),
+                                                     ("status", "@status"), ("id", "@id")]))
+    legend = p.legend[0]
+    p.center.remove(legend)
+    legend.label_text_font_size = "8pt"
+    legend.spacing = 0
+    legend.click_policy = "none"
+    p.add_layout(legend, "right")
+    return p
+
+
+def store_stats_chart(stats: dict, height: int = 200):
+    """Horizontal bars: sentences per status, encoded, and rejected sentences per failed check."""
+    labels = ["accepted", "pending", "rejected", "encoded"] + [f"failed: {k}" for k in (stats.get("rejections") or {})]
+    values = [stats.get("accepted", 0), stats.get("pending", 0), stats.get("rejected", 0), stats.get("encoded", 0)]
+    values += list((stats.get("rejections") or {}).values())
+    colors = [STATUS_COLORS["accepted"], STATUS_COLORS["pending"], STATUS_COLORS["rejected"], "#1f77b4"]
+    colors += ["#e7969c"] * (len(labels) - 4)
+    p = figure(title=f"{stats.get('sentences', 0)} sentences in {stats.get('documents', 0)} documents",
+               height=height + 14 * max(0, len(labels) - 4), width=340, y_range=labels[::-1], tools="",
+               toolbar_location=None, x_axis_label="sentences")
+    src = ColumnDataSource(dict(label=labels, value=values, color=colors))
+    p.hbar(y="label", right="value", height=0.7, color="color", source=src)
+    p.add_tools(HoverTool(tooltips=[("", "@label"), ("sentences", "@value")]))
+    p.ygrid.visible = False
     return p

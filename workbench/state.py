@@ -33,6 +33,17 @@ class WorkbenchState(param.Parameterized):
         super().__init__(**params)
         self._outputs: dict = {}
         self._lock = threading.Lock()
+        self.param.watch(self._refuse_missing_row, "row")  # first: the views watch it later
+
+    def _refuse_missing_row(self, event) -> None:
+        """A row the batch does not have is refused: a notification, and ``row`` (with every box showing it)
+        goes back to the last valid value."""
+        if self.batch is None or 0 <= event.new < self.n_rows():
+            return
+        self.notify(f"row {event.new} does not exist: the batch has {self.n_rows()} rows (0..{self.n_rows() - 1})",
+                    "error")
+        # the views read ``self.row`` when they draw: they see the restored value
+        self.row = event.old if 0 <= event.old < self.n_rows() else 0
 
     # --- notifications --------------------------------------------------------------------------------
     def notify(self, message: str, level: str = "info") -> None:

@@ -268,10 +268,27 @@ def wait_text(locator, pattern: str, timeout: float = 60.0):
     raise AssertionError(f"{pattern!r} not found within {timeout:.0f} s in: {text[-2000:]!r}")
 
 
+UPDATE_SCREENSHOTS = os.environ.get("VMMOE_UPDATE_SCREENSHOTS", "") == "1"
+_SCRATCH: list[Path] = []
+
+
+def screenshot_dir() -> Path:
+    """Where screenshots go: a temporary folder, or with ``VMMOE_UPDATE_SCREENSHOTS=1`` (an explicit opt-in)
+    the committed ``assets/screenshots/`` the README shows."""
+    if UPDATE_SCREENSHOTS:
+        return SCREENSHOTS
+    if not _SCRATCH:
+        import tempfile
+
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="vmmoe-screenshots-")))
+    return _SCRATCH[0]
+
+
 def save_screenshot(page, name: str) -> Path:
-    """Write ``assets/screenshots/<name>.png`` atomically (the README shows them)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    """Write ``<screenshot_dir()>/<name>.png`` atomically; the tracked files change only with the opt-in."""
+    folder = screenshot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     tmp = path.with_suffix(".png.tmp")
     tmp.write_bytes(page.screenshot(full_page=True))
     os.replace(tmp, path)

@@ -21,7 +21,7 @@ def open_app(browser, served_app, ui):
 
     ``watch.assert_clean()`` also checks that the server logged no exception since the last check.
     """
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1440, "height": 900})  # the researcher's screen
     page = context.new_page()
     page.set_default_timeout(60_000)
     watch = ui.watch_page(page, server=served_app)
@@ -66,7 +66,7 @@ def test_concepts_view_searches_the_store_and_draws_the_map(app, ui):
     ui.wait_drawn(page.locator(".wb-concepts-map"))
     search = page.locator(".wb-concepts-search input").first
     search.fill("How does a for loop iterate over the items of a sequence?")
-    page.locator(".wb-concepts-search-button button").click()
+    search.press("Enter")  # Enter in the box searches (no click on the button)
     ui.wait_text(page.locator(".wb-concepts-results"), r"(?i)\bfor\b.*(loop|iterat)|(loop|iterat).*\bfor\b")
     ui.save_screenshot(page, "concepts")
     watch.assert_clean()
@@ -84,7 +84,9 @@ def test_concepts_view_uploads_a_text_file_and_refuses_one_over_the_limit(app, u
     big.write_bytes(b"x" * (6 * 2**20))  # over the 5 MB limit: the browser refuses it without reading it
     page.locator(".wb-concepts-upload .wb-upload-input").set_input_files(str(big))
     ui.wait_text(page.locator(".wb-concepts-upload .wb-upload-status"), r"too-big.txt is too large")
-    page.get_by_text("too-big.txt is 6.0 MB; uploads are limited to 5 MB").wait_for(state="visible")
+    # the notification itself, not its screen-reader copy in .notyf-announcer (same text, a second match)
+    page.locator(".notyf__message", has_text="too-big.txt is 6.0 MB; uploads are limited to 5 MB").wait_for(
+        state="visible")
     watch.assert_clean()
 
 
@@ -140,14 +142,113 @@ def test_leakage_view_audit_passes_isolated_and_fails_leaky(app, ui):
     ui.wait_drawn(page.locator(".wb-leakage-heatmap"), min_colored=0.0005)
     ui.wait_text(page.locator(".wb-leakage-summary"), r"nothing crosses a boundary")
     page.locator(".wb-leakage-run button").click()
-    page.locator(".wb-leakage-badge .wb-pass").wait_for(state="visible", timeout=120_000)
+    ui.wait_text(page.locator(".wb-leakage-badge"), r"PASS.*full audit: \d+ checks", timeout=120)
     ui.save_screenshot(page, "leakage")
     page.locator(".wb-leakage-leaky button").click()
     ui.wait_text(page.locator(".wb-leakage-summary"), r"Largest change in any \*?\*?other\*?\*? segment: .*leaks")
     page.locator(".wb-leakage-run button").click()
-    page.locator(".wb-leakage-badge .wb-fail").wait_for(state="visible", timeout=120_000)
+    ui.wait_text(page.locator(".wb-leakage-badge"), r"FAIL.*full audit: \d+ checks, \d+ failed", timeout=120)
     ui.save_screenshot(page, "leakage_leaky")
     page.locator(".wb-leakage-leaky button").click()
+    watch.assert_clean()
+
+
+def grey_share(locator, rgb=(200, 200, 200), tol=6) -> float:
+    """Share of an element's pixels of the padding grey (plots.PAD_COLOR)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
+    px = list(img.getdata())
+    return sum(all(abs(a - b) <= tol for a, b in zip(p, rgb)) for p in px) / len(px)
+
+
+def test_concepts_text_first_at_1440_px_and_accept_all_passing_over_pages(app, ui, tmp_path):
+    page, watch = app
+    open_tab(page, "Concepts")
+    table = page.locator(".wb-concepts-table")
+    table.wait_for(state="visible")
+    # the sentence text column is there, wide, and its cells hold the sentences (wrapped, not cut)
+    header = table.locator(".tabulator-col[tabulator-field='text']").first
+    header.wait_for(state="visible")
+    assert header.bounding_box()["width"] >= 400, header.bounding_box()
+    cell = table.locator(".tabulator-cell[tabulator-field='text']").first
+    assert len(cell.inner_text().strip()) > 10
+    # the file picker does not overlap the table
+    picker, box = page.locator(".wb-concepts-files").first.bounding_box(), table.bounding_box()
+    assert picker["y"] + picker["height"] <= box["y"] + 1 or picker["x"] + picker["width"] <= box["x"] + 1
+    # an upload of 60 sentences: the table shows the new rows (over several pages), the report is in view
+    notes = tmp_path / "bulk-upload.md"
+    notes.write_text(" ".join(f"The ledger service number {i} posts entry {i * 13} to the journal." for i in range(60)))
+    page.locator(".wb-concepts-upload .wb-upload-input").set_input_files(str(notes))
+    ui.wait_text(page.locator(".wb-concepts-report"), r"Added\..*60 sentences")
+    ui.wait_text(page.locator(".wb-concepts-filter-summary"), r"60\*?\*? sentences.*just added")
+    assert page.locator(".wb-concepts-report").first.is_visible()
+    page.locator(".wb-concepts-accept-passing button").click()
+    ui.wait_text(page.locator(".wb-concepts-filter-summary"), r"· 0 pass every check and are not accepted yet")
+    page.locator(".wb-concepts-status-filter select").select_option("pending")
+    page.locator(".wb-concepts-doc-filter input").fill("bulk-upload")
+    page.locator(".wb-concepts-doc-filter input").press("Enter")
+    ui.wait_text(page.locator(".wb-concepts-filter-summary"), r"^\s*\*?\*?0\*?\*? sentences")  # none left pending
+    page.locator(".wb-concepts-clear-filters button").click()
+    watch.assert_clean()
+
+
+def test_packing_single_mode_draws_what_its_utilization_says(app, ui):
+    page, watch = app
+    open_tab(page, "Packing")
+    layout = page.locator(".wb-packing-layout")
+    page.locator(".wb-packing-mode button", has_text="padded").click()
+    ui.wait_text(page.locator(".wb-packing-utilization"), r"Utilization: padded")
+    page.wait_for_timeout(1500)
+    padded_grey = grey_share(layout)
+    page.locator(".wb-packing-mode button", has_text="single").click()
+    ui.wait_text(page.locator(".wb-packing-utilization"), r"Utilization: single 100\.0%")
+    page.wait_for_timeout(1500)
+    single_grey = grey_share(layout)
+    assert padded_grey > 0.05 and single_grey < 0.01, (padded_grey, single_grey)  # 100%: no padding drawn
+    page.locator(".wb-packing-mode button", has_text="packed").click()
+    ui.wait_text(page.locator(".wb-packing-utilization"), r"Utilization: packed")
+    watch.assert_clean()
+
+
+def test_a_row_that_does_not_exist_is_refused_and_the_box_goes_back(app, ui):
+    page, watch = app
+    open_tab(page, "States")
+    box = page.locator(".wb-states-row input").first
+    ui.wait_text(page.locator(".wb-states-summary"), r"Row \d+: \d+ segments")
+    before = box.input_value()
+    box.fill("99999")
+    box.press("Enter")
+    page.locator(".notyf__message", has_text="row 99999 does not exist").wait_for(state="visible")
+    deadline = time.monotonic() + 10
+    while box.input_value() != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert box.input_value() == before
+    watch.assert_clean()
+
+
+def test_a_leak_above_tolerance_is_coloured_and_the_badge_is_red_at_once(app, ui):
+    page, watch = app
+    open_tab(page, "Leakage")
+    heat = page.locator(".wb-leakage-heatmap")
+    ui.wait_text(page.locator(".wb-leakage-summary"), r"nothing crosses a boundary")
+    page.locator(".wb-leakage-badge .wb-pass").wait_for(state="visible")  # the verdict of what is drawn
+    page.wait_for_timeout(1000)
+    isolated = ui.canvas_stats(heat)["colored"]
+    toggle = page.locator(".wb-leakage-leaky button")
+    off_text = toggle.inner_text()
+    toggle.click()
+    ui.wait_text(page.locator(".wb-leakage-summary"), r"it leaks: \d+ of \d+ cells")
+    page.locator(".wb-leakage-badge .wb-fail").wait_for(state="visible")  # red before any audit ran
+    assert page.locator(".wb-leakage-badge .wb-unknown").count() == 0
+    assert toggle.inner_text() != off_text and "leaky" in toggle.inner_text().lower()
+    page.wait_for_timeout(1000)
+    leaky = ui.canvas_stats(heat)["colored"]
+    assert leaky > isolated + 0.05, (isolated, leaky)  # the cells above tolerance are coloured
+    toggle.click()
+    page.locator(".wb-leakage-badge .wb-pass").wait_for(state="visible")
     watch.assert_clean()
 
 

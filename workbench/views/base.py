@@ -34,3 +34,22 @@ class LazyView(pn.viewable.Viewer):
     def _draw_when_shown(self):
         if self.active and self._stale:
             self.draw()  # each subclass's own draw, which starts with ``should_draw()``
+
+
+LEAKY_OFF = "Resets on (isolated)"
+LEAKY_ON = "RESETS OFF: leaky"
+
+
+def leaky_toggle(owner: param.Parameterized, css_class: str, name: str = "leaky", width: int = 200) -> pn.widgets.Toggle:
+    """The "resets off (leaky)" switch, plainly different on and off: an outlined grey "Resets on (isolated)"
+    button when off, a solid red "RESETS OFF: leaky" one when on. Two-way linked to ``owner.<name>``."""
+    toggle = pn.widgets.Toggle(value=getattr(owner, name), width=width, css_classes=[css_class])
+
+    def look(on: bool) -> None:
+        toggle.param.update(name=LEAKY_ON if on else LEAKY_OFF, button_type="danger" if on else "default",
+                            button_style="solid" if on else "outline")
+
+    look(toggle.value)
+    toggle.param.watch(lambda e: (look(e.new), setattr(owner, name, e.new)), "value")
+    owner.param.watch(lambda e: setattr(toggle, "value", e.new), name)
+    return toggle

@@ -2,7 +2,10 @@
 quality checks, accept / reject / edit, encode the accepted ones into the store with a progress bar,
 search nearest sentences, and see the store as a 2-D map (PCA) with its statistics.
 
-Everything is a call on the open ``ConceptStore`` (``state.store``); encoding runs in a background job.
+Everything is a call on the open ``ConceptStore`` (``state.store``) or on ``model.concepts.queries`` (filters and
+bulk status changes over a filter, every page of it); encoding runs in a background job. Text comes first: the
+sentence column is wide and wrapped; the map is linked both ways to the table (box/lasso selection filters the
+table, selected rows are selected on the map) and rings the search hits.
 """
 from __future__ import annotations
 
@@ -14,17 +17,27 @@ import panel as pn
 import param
 
 from model.concepts.checks import CHECK_NAMES
+from model.concepts.queries import SentenceFilter, document_names, filter_sentences, set_status_where, status_table
 from workbench import plots, services
 from workbench.state import WorkbenchState
 from workbench.upload import TextUpload
 
-TABLE_COLUMNS = ["id", "doc", "position", "status", "checks", "reasons", "text"]  # + one column per check
+TABLE_COLUMNS = ["id", "doc", "document", "position", "status", "checks", "reasons", "text"]  # + one column per check
+SHOWN_COLUMNS = ("text", "document", "status", "checks", "reasons")  # text first; the rest stays in the frame
+ANY = "any"
 MAP_MAX_POINTS = 5000   # the map samples this many encoded sentences at most (fixed seed)
 UPLOAD_LIMIT_MB = services.MAX_UPLOAD_BYTES / 2**20
 
 
 class ConceptsView(pn.viewable.Viewer):
     status_filter = param.Selector(default="all", objects=["all", "pending", "accepted", "rejected"])
+    check_filter = param.Selector(default=ANY, objects=[ANY, "passing all", *CHECK_NAMES],
+                                  doc="only sentences that pass every check, or that failed this one")
+    document_filter = param.String(default="", doc="document id, or text in its name or source")
+    text_filter = param.String(default="", doc="text in the sentence")
+    ids_filter = param.List(default=[], doc="only these sentence ids (the rows just added, or a map selection)")
+    ids_label = param.String(default="", doc="what ids_filter holds, for the filter line")
+    color_by = param.Selector(default="document", objects=["document", "status"], doc="map colours")
     k = param.Integer(default=8, bounds=(1, 100), doc="search: how many nearest sentences")
 
     def __init__(self, state: WorkbenchState, **params):
@@ -33,6 +46,10 @@ class ConceptsView(pn.viewable.Viewer):
         self._job: services.BackgroundJob | None = None         # encoding
         self._search_job: services.BackgroundJob | None = None
         self.report = None  # the last IngestReport
+        self.hits: list[int] = []   # ids of the last search's hits (highlighted on the map)
+        self._map_ids = np.zeros(0, dtype=np.int64)  # sentence id of each map point
+        self._map_source = None
+        self._syncing = False
         # TextUpload refuses files over the limit in the browser and sends the rest in chunks (a big
         # file cannot hit the websocket's message limit); add_upload checks the size again
         self._upload = TextUpload(max_bytes=services.MAX_UPLOAD_BYTES, css_classes=["wb-concepts-upload"],
@@ -51,12 +68,25 @@ class ConceptsView(pn.viewable.Viewer):
         self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
         self._report = pn.pane.Markdown("", css_classes=["wb-concepts-report"])
+        hidden = [c for c in (*TABLE_COLUMNS, *CHECK_NAMES) if c not in SHOWN_COLUMNS and c != "id"]
         self._table = pn.widgets.Tabulator(pd.DataFrame(columns=TABLE_COLUMNS), pagination="remote", page_size=25,
                                            selectable="checkbox", show_index=False, sizing_mode="stretch_width",
+                                           layout="fit_columns", hidden_columns=hidden,
                                            editors={c: None for c in (*TABLE_COLUMNS, *CHECK_NAMES) if c != "text"},
-                                           widths={"id": 60, "doc": 55, "position": 75, "status": 85, "checks": 100,
-                                                   **{c: 85 for c in CHECK_NAMES}, "reasons": 240, "text": 480},
+                                           formatters={"text": {"type": "textarea"}, "reasons": {"type": "textarea"}},
+                                           widths={"id": 60, "document": 170, "status": 90, "checks": 110,
+                                                   "reasons": 220},
                                            css_classes=["wb-concepts-table"])
+        self._table.param.watch(lambda *_: self._table_selection_to_map(), "selection")
+        self._filter_line = pn.pane.Markdown("", css_classes=["wb-concepts-filter-summary"], margin=(0, 10))
+        self._accept_passing = pn.widgets.Button(label="Accept all that pass", color="success",
+                                                 css_classes=["wb-concepts-accept-passing"])
+        self._accept_passing.on_click(lambda *_: self.accept_all_passing())
+        self._reject_dups = pn.widgets.Button(label="Reject all duplicates", color="danger",
+                                              css_classes=["wb-concepts-reject-duplicates"])
+        self._reject_dups.on_click(lambda *_: self.reject_all_duplicates())
+        self._clear = pn.widgets.Button(label="Clear filters", css_classes=["wb-concepts-clear-filters"])
+        self._clear.on_click(lambda *_: self.clear_filters())
         self._table.on_edit(self._on_edit)
         self._accept = pn.widgets.Button(label="Accept selected", color="success",
                                          css_classes=["wb-concepts-accept"])
@@ -69,15 +99,22 @@ class ConceptsView(pn.viewable.Viewer):
         self._encode.on_click(lambda *_: self.encode())
         self._encode_progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                                        css_classes=["wb-concepts-encode-progress"])
+        self._encode_count = pn.pane.Markdown("", css_classes=["wb-concepts-encode-count"], margin=(0, 10))
         self._query = pn.widgets.TextInput(placeholder="search the store: a sentence", sizing_mode="stretch_width",
                                            css_classes=["wb-concepts-search"])
         self._search = pn.widgets.Button(label="Search", css_classes=["wb-concepts-search-button"])
-        self._search.on_click(lambda *_: self.search(self._query.value))
-        self._results = pn.widgets.Tabulator(pd.DataFrame(columns=["score", "doc", "text"]), disabled=True,
-                                             show_index=False, sizing_mode="stretch_width",
+        self._search.on_click(lambda *_: self.search(self._query.value_input or self._query.value))
+        self._query.param.watch(lambda *_: self.search(self._query.value_input or self._query.value),
+                                "enter_pressed")  # Enter in the box searches
+        self._results = pn.widgets.Tabulator(pd.DataFrame(columns=["score", "document", "text"]), disabled=True,
+                                             show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+                                             formatters={"text": {"type": "textarea"}},
+                                             widths={"score": 70, "document": 160},
                                              css_classes=["wb-concepts-results"])
         self._map = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-concepts-map"])
-        self._stats = pn.pane.JSON({}, depth=2, css_classes=["wb-concepts-stats"])
+        self._map_note = pn.pane.Markdown("", css_classes=["wb-concepts-map-note"])
+        self._stats = pn.pane.Markdown("", css_classes=["wb-concepts-stats"])
+        self._stats_chart = pn.pane.Bokeh(css_classes=["wb-concepts-stats-chart"], width=340)
         state.param.watch(lambda *_: self.refresh(), "store")
         self.refresh()
 
@@ -125,10 +162,65 @@ class ConceptsView(pn.viewable.Viewer):
         except (ValueError, OSError) as exc:
             self.state.fail(exc)
             return False
-        self._report.object = f"**Added.** {self.report}"
+        self._report.object = (f"**Added.** {self.report}. The table shows the {len(self.report.ids)} new "
+                               "sentences (Clear filters shows all).")
         self.state.notify("text added; review the sentences below, then encode the accepted ones", "success")
+        self.show_ids(list(self.report.ids), "just added")
         self._store_changed()
         return True
+
+    def show_ids(self, ids: list[int], label: str) -> None:
+        """Filter the table to these sentence ids (the rows just added, a map selection)."""
+        self.param.update(status_filter="all", check_filter=ANY, document_filter="", text_filter="",
+                          ids_filter=[int(i) for i in ids], ids_label=label)
+
+    def clear_filters(self) -> None:
+        self.param.update(status_filter="all", check_filter=ANY, document_filter="", text_filter="", ids_filter=[],
+                          ids_label="")
+
+    def current_filter(self, **over) -> SentenceFilter:
+        """The table's filter as a model-layer ``SentenceFilter`` (bulk actions act on all of it, every page)."""
+        check = self.check_filter
+        kw = dict(status=None if self.status_filter == "all" else self.status_filter,
+                  failed_check=check if check in CHECK_NAMES else None,
+                  passing=True if check == "passing all" else None,
+                  document=self.document_filter.strip() or None, text=self.text_filter.strip() or None,
+                  ids=list(self.ids_filter) if self.ids_filter else None)
+        kw.update(over)
+        return SentenceFilter(**kw)
+
+    def _bulk(self, f: SentenceFilter, status: str, what: str) -> list[int]:
+        try:
+            changed = set_status_where(self._store(), f, status)
+        except (ValueError, OSError) as exc:
+            self.state.fail(exc)
+            return []
+        self.state.notify(f"{len(changed)} sentence(s) {status}: {what}" if changed else f"no sentence to change: {what}",
+                          "success" if changed else "warning")
+        if changed:
+            self._store_changed()
+        return changed
+
+    def accept_all_passing(self) -> list[int]:
+        """Accept every sentence of the current filter (all pages) that passes every check."""
+        return self._bulk(self.current_filter(passing=True, failed_check=None), "accepted",
+                          "every sentence of the filter that passes all checks")
+
+    def reject_all_duplicates(self) -> list[int]:
+        """Reject every sentence of the current filter that failed the duplicate or near-duplicate check."""
+        changed = []
+        for check in ("duplicate", "near_duplicate"):
+            f = self.current_filter(failed_check=check, passing=None)
+            try:
+                changed += set_status_where(self._store(), f, "rejected")
+            except (ValueError, OSError) as exc:
+                self.state.fail(exc)
+                return changed
+        self.state.notify(f"{len(changed)} duplicate sentence(s) rejected" if changed else
+                          "no duplicate to reject in this filter", "success" if changed else "warning")
+        if changed:
+            self._store_changed()
+        return changed
 
     def _store_changed(self) -> None:
         """The store's content changed: this view, Packing (and through it the model views) follow."""
@@ -173,6 +265,7 @@ class ConceptsView(pn.viewable.Viewer):
             self.state.fail(exc)
             return
         self._encode_progress.param.update(value=-1, visible=True)
+        self._encode_count.object = "encoding: loading the encoder…"
         self._job = services.BackgroundJob(lambda progress: store.encode_pending(progress=progress),
                                            name="encode").start()
         if wait:
@@ -186,10 +279,13 @@ class ConceptsView(pn.viewable.Viewer):
         if job is None:
             return
         self._encode_progress.value = int(100 * job.fraction) if job.total else -1
+        if job.total:
+            self._encode_count.object = f"encoding: **{job.done}/{job.total}** sentences"
         if not job.finished:
             return
         self._job = None
         self._encode_progress.visible = False
+        self._encode_count.object = ""
         if job.error is not None:
             self.state.notify(f"encoding failed: {job.error}", "error")
             self.refresh()
@@ -225,73 +321,179 @@ class ConceptsView(pn.viewable.Viewer):
             self.state.notify(f"search failed: {job.error}", "error")
             return
         hits = job.result
+        names = document_names(self.state.store) if self.state.store is not None else {}
+        self.hits = [int(s.id) for s, _ in hits]
         self._results.value = pd.DataFrame({"score": [round(float(sc), 4) for _, sc in hits],
-                                            "doc": [str(s.doc_id) for s, _ in hits],
+                                            "document": [names.get(s.doc_id, str(s.doc_id)) for s, _ in hits],
                                             "text": [s.text for s, _ in hits]})
+        self._highlight_hits()
 
-    @param.depends("status_filter", watch=True)
     def refresh(self):
+        """The store changed (or was opened): table, statistics and map."""
         store = self.state.store
         if store is None:
             self._report.object = "Waiting for the concept store (it is being built on this first start)…"
             return
         if self._report.object.startswith("Waiting"):
             self._report.object = ""
-        status = None if self.status_filter == "all" else self.status_filter
-        self._table.value = sentence_frame(store.sentences(status=status))
-        self._stats.object = store.stats()
+        self.refresh_table()
+        stats = store.stats()
+        self._stats.object = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in status_table(stats))
+        self._stats_chart.object = plots.store_stats_chart(stats)
         self.draw_map()
 
+    @param.depends("status_filter", "check_filter", "document_filter", "text_filter", "ids_filter", watch=True)
+    def refresh_table(self):
+        """The table under the current filter (the map stays as it is: its selection may be the filter)."""
+        store = self.state.store
+        if store is None:
+            return
+        try:
+            found = filter_sentences(store, self.current_filter())
+        except ValueError as exc:
+            self.state.fail(exc)
+            return
+        self._table.value = sentence_frame(found, document_names(store))
+        n_pass = sum(1 for s in found if all(ok for _, ok, _ in (s.checks or [])) and s.status != "accepted")
+        parts = [f"**{len(found)}** sentences"]
+        if self.ids_filter:
+            parts.append(f"({self.ids_label or 'chosen'}: {len(self.ids_filter)} ids)")
+        self._filter_line.object = " ".join(parts) + f" · {n_pass} pass every check and are not accepted yet"
+
+    @param.depends("color_by", watch=True)
     def draw_map(self):
-        seqs = self.state.store.document_sequences(min_len=1)
+        store = self.state.store
+        seqs = store.document_sequences(min_len=1) if store is not None else []
         if not seqs:
             self._map.object = None
+            self._map_source = None
             return
         ids = np.concatenate([np.asarray(s.ids) for s in seqs])
         vectors = np.concatenate([plots.as_numpy(s.vectors) for s in seqs])
-        docs = np.concatenate([np.full(len(s.ids), str(s.doc_id), dtype=object) for s in seqs])
+        names = document_names(store)
+        docs = np.concatenate([np.full(len(s.ids), names.get(s.doc_id, str(s.doc_id)), dtype=object) for s in seqs])
         if len(ids) > MAP_MAX_POINTS:
             keep = np.sort(np.random.default_rng(0).choice(len(ids), MAP_MAX_POINTS, replace=False))
             ids, vectors, docs = ids[keep], vectors[keep], docs[keep]
-        text = {s.id: s.text for s in self.state.store.sentences(status="accepted")}
-        self._map.object = plots.concept_map(plots.pca_2d(vectors), [text.get(int(i), "") for i in ids], docs)
+        by_id = {s.id: s for s in store.sentences(ids=[int(i) for i in ids])}
+        texts = [by_id[int(i)].text if int(i) in by_id else "" for i in ids]
+        status = [by_id[int(i)].status if int(i) in by_id else "" for i in ids]
+        self._map_ids = ids.astype(np.int64)
+        groups = docs if self.color_by == "document" else np.asarray(status, dtype=object)
+        fig = plots.concept_map(plots.pca_2d(vectors), texts, groups, ids=self._map_ids, group_name=self.color_by,
+                                docs=docs, status=status)
+        self._map_source = fig.renderers[0].data_source
+        self._map_source.selected.on_change("indices", self._map_selection_changed)
+        self._map.object = fig
+        self._map_note.object = (f"{len(ids)} encoded sentences (PCA of their vectors). Box- or lasso-select points "
+                                 "to show them in the table; select table rows to mark them here; search hits are "
+                                 "ringed in black.")
+        self._highlight_hits()
+        self._table_selection_to_map()
+
+    @staticmethod
+    def _bokeh_write(fn) -> None:
+        """Change a raw Bokeh model (the map's sources): on a server, in a next-tick callback, which holds the
+        document lock (a Panel widget callback does not hold it for models Panel does not manage)."""
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(fn)
+        else:
+            fn()
+
+    def _highlight_hits(self) -> None:
+        if self._map_source is not None:
+            self._bokeh_write(self._write_hits)
+
+    def _write_hits(self) -> None:
+        if self._map_source is None:
+            return
+        fig = self._map.object
+        hit = np.isin(self._map_ids, np.asarray(self.hits, dtype=np.int64))
+        src = fig.select_one({"name": "hits"}).data_source
+        data = self._map_source.data
+        src.data = {"x": np.asarray(data["x"])[hit], "y": np.asarray(data["y"])[hit],
+                    "text": list(np.asarray(data["text"], dtype=object)[hit])}
+
+    def _map_selection_changed(self, attr, old, new) -> None:
+        """Box / lasso selection on the map: the table shows the selected sentences."""
+        if self._syncing:
+            return
+        if new:
+            self.show_ids([int(self._map_ids[i]) for i in new if i < len(self._map_ids)], "selected on the map")
+        elif self.ids_label == "selected on the map":
+            self.param.update(ids_filter=[], ids_label="")
+
+    def _table_selection_to_map(self) -> None:
+        """Rows selected in the table are selected (highlighted) on the map."""
+        if self._map_source is None or self.ids_label == "selected on the map":
+            return
+        picked = [int(i) for i in np.flatnonzero(np.isin(self._map_ids, self.selected_ids()))]
+        source = self._map_source
+
+        def write():
+            self._syncing = True
+            try:
+                source.selected.indices = picked
+            finally:
+                self._syncing = False
+
+        self._bokeh_write(write)
 
     def __panel__(self):
-        ingest = pn.Column(
-            pn.pane.Markdown(f"**Upload** UTF-8 text files (.txt, .md, .rst; at most **{UPLOAD_LIMIT_MB:.0f} MB** each)",
-                             css_classes=["wb-concepts-upload-limit"]),
-            self._upload,
-            pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
-            pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files,
-            self._report, width=420)
+        ingest = pn.Card(
+            pn.Row(
+                pn.Column(pn.pane.Markdown(f"**Upload** UTF-8 text files (.txt, .md, .rst; at most "
+                                           f"**{UPLOAD_LIMIT_MB:.0f} MB** each)", css_classes=["wb-concepts-upload-limit"]),
+                          self._upload, width=360),
+                pn.Column(pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
+                          sizing_mode="stretch_width"),
+                pn.Column(pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files, width=420),
+                sizing_mode="stretch_width"),
+            title="Add text", collapsible=True, sizing_mode="stretch_width", css_classes=["wb-concepts-ingest"])
+        filters = pn.Row(
+            pn.widgets.Select.from_param(self.param.status_filter, label="status", width=120,
+                                         css_classes=["wb-concepts-status-filter"]),
+            pn.widgets.Select.from_param(self.param.check_filter, label="checks", width=170,
+                                         css_classes=["wb-concepts-check-filter"]),
+            pn.widgets.TextInput.from_param(self.param.document_filter, label="document / source", width=200,
+                                            placeholder="name, source or id", css_classes=["wb-concepts-doc-filter"]),
+            pn.widgets.TextInput.from_param(self.param.text_filter, label="text contains", width=220,
+                                            css_classes=["wb-concepts-text-filter"]),
+            pn.Column(pn.Spacer(height=18), self._clear),
+            sizing_mode="stretch_width")
+        actions = pn.Row(self._accept_passing, self._reject_dups, self._accept, self._reject, self._encode,
+                         sizing_mode="stretch_width")
         review = pn.Column(
-            pn.Row(pn.widgets.Select.from_param(self.param.status_filter, label="show", width=140,
-                                                css_classes=["wb-concepts-status-filter"]),
-                   self._accept, self._reject, self._encode),
-            self._encode_progress, self._table, sizing_mode="stretch_width")
+            pn.pane.Markdown("### Sentences"), filters, self._filter_line, actions, self._report,
+            self._encode_count, self._encode_progress, self._table, sizing_mode="stretch_width")
+        search = pn.Column(pn.pane.Markdown("### Search"), pn.Row(self._query, self._search, sizing_mode="stretch_width"),
+                           pn.widgets.IntInput.from_param(self.param.k, label="k", width=100),
+                           self._results, sizing_mode="stretch_width")
+        stats = pn.Column(pn.pane.Markdown("### Store statistics"), self._stats_chart, self._stats, width=360)
+        mapping = pn.Column(pn.pane.Markdown("### Map"),
+                            pn.widgets.RadioButtonGroup.from_param(self.param.color_by,
+                                                                   css_classes=["wb-concepts-color-by"]),
+                            self._map_note, self._map, sizing_mode="stretch_width")
         return pn.Column(
-            pn.Row(ingest, review, sizing_mode="stretch_width"),
-            pn.Row(pn.Column(pn.Row(self._query, self._search, sizing_mode="stretch_width"),
-                             pn.widgets.IntInput.from_param(self.param.k, label="k", width=100),
-                             self._results, sizing_mode="stretch_width"),
-                   pn.Column(pn.pane.Markdown("**Store statistics**"), self._stats, width=360),
-                   sizing_mode="stretch_width"),
-            self._map,
+            ingest, review, pn.Row(search, stats, sizing_mode="stretch_width"), mapping,
             sizing_mode="stretch_width", css_classes=["wb-concepts"],
         )
 
 
-def sentence_frame(sentences) -> pd.DataFrame:
+def sentence_frame(sentences, names: dict | None = None) -> pd.DataFrame:
     """One table row per Sentence: each check's verdict in its own column ("pass" / "FAIL", empty when the
-    check has not run), "passed/total", and the reasons of the failed checks."""
-    rows, names = [], []
+    check has not run), "passed/total", the reasons of the failed checks, and the document by name."""
+    rows, check_cols = [], []
+    names = names or {}
     for s in sentences:
         checks = list(s.checks or [])
         verdicts = {name: ("pass" if ok else "FAIL") for name, ok, _ in checks}
-        names += [n for n in verdicts if n not in names]
-        rows.append({"id": int(s.id), "doc": str(s.doc_id), "position": int(s.position), "status": s.status,
+        check_cols += [n for n in verdicts if n not in check_cols]
+        rows.append({"id": int(s.id), "doc": str(s.doc_id), "document": names.get(s.doc_id, str(s.doc_id)),
+                     "position": int(s.position), "status": s.status,
                      "checks": f"{sum(ok for _, ok, _ in checks)}/{len(checks)} passed",
                      "reasons": "; ".join(f"{name}: {reason}" for name, ok, reason in checks if not ok),
                      "text": s.text, **verdicts})
-    columns = TABLE_COLUMNS[:5] + names + TABLE_COLUMNS[5:]
+    columns = ["id", "text", "document", "status", "checks", "reasons", "doc", "position"] + check_cols
     return pd.DataFrame(rows, columns=columns).fillna("")

@@ -8,16 +8,15 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 import param
-from bokeh.palettes import Reds256
-
 from model.leakage import audit, perturbation_report
 from workbench import plots, services
 from workbench.plots import layer_names
 from workbench.state import WorkbenchState
-from workbench.views.base import LazyView
+from workbench.views.base import LazyView, leaky_toggle
 
 BADGE = ('<span class="wb-badge {cls}" style="display:inline-block;padding:4px 14px;border-radius:6px;'
-         'font-weight:bold;font-size:1.3em;color:white;background:{bg}">{text}</span>')
+         'font-weight:bold;font-size:1.3em;color:white;background:{bg}">{text}</span>'
+         '<span class="wb-badge-source" style="margin-left:8px;color:#555;font-size:0.9em">{source}</span>')
 
 
 class LeakageView(LazyView):
@@ -40,6 +39,7 @@ class LeakageView(LazyView):
         self._run = pn.widgets.Button(label="Run leakage audit", color="primary", width=180,
                                       css_classes=["wb-leakage-run"])
         self._run.on_click(lambda *_: self.run_audit())
+        self._leaky = leaky_toggle(self, "wb-leakage-leaky")
         state.param.watch(lambda *_: self._changed(), ["model", "batch", "row"])
         self._changed()
 
@@ -71,18 +71,21 @@ class LeakageView(LazyView):
             return
         self.perturbation, self.effect = rep, plots.as_numpy(rep.effect)
         worst, tol = rep.worst, rep.tol_max
-        title = (f"max |Δ| in each segment when segment {self.segment} of row {self.state.row} is replaced by noise "
-                 "(the perturbed segment in grey)" + (" — RESETS OFF (leaky)" if self.leaky else ""))
-        shown = self.effect.astype(float).copy()
-        shown[:, self.segment] = np.nan  # its own change would swamp the colour scale
-        self._heat.object = plots.heatmap(shown, title, "segment", "layer", layer_names(shown.shape[0] - 1),
-                                          low=0.0, high=max(worst, 10 * tol), palette=Reds256[::-1],
-                                          value_name="max |Δ|", x_names=[str(i) for i in range(shown.shape[1])])
-        verdict = ("it **leaks** (above the audit's tolerance)" if rep.leaks else
+        title = (f"max |Δ| in each segment when segment {self.segment} of row {self.state.row} is replaced by noise"
+                 + (" — RESETS OFF (leaky)" if self.leaky else ""))
+        self._heat.object = plots.leak_heatmap(rep.effect, rep.tol, rep.flipped, layer_names(len(rep.layers) - 1),
+                                               title)
+        leaking = plots.as_numpy(rep.leaking)
+        n_above, n_cells = int(leaking.sum()), leaking.size - leaking.shape[0]
+        verdict = (f"it **leaks**: {n_above} of {n_cells} cells of other segments are above the audit's tolerance "
+                   f"(up to {tol:.2g}; coloured)" if rep.leaks else
                    f"within the audit's fp32 tolerance (up to {tol:.2g}): nothing crosses a boundary")
         self._summary.object = f"Largest change in any **other** segment: **{worst:.3g}**: {verdict}."
         self.leaks = rep.leaks
-        self._set_badge("")
+        self.report = None
+        self._checks.object = ""
+        # the badge is the verdict of what is drawn (the perturbation check), until an audit of it runs
+        self._set_badge(rep.verdict, "this perturbation (the audit's boundary-flip rule)")
 
     def run_audit(self, wait: bool = False) -> None:
         """Start ``model.leakage.audit`` on this model (or its leaky twin) in the background."""
@@ -95,7 +98,7 @@ class LeakageView(LazyView):
             values, ids = self.state.row_tensors(self.state.row)
             if int(ids.max()) >= 1:  # audit this row, flipping the chosen segment
                 batch, target = (values, ids), (0, min(self.segment, int(ids.max())))
-        self._badge.object = BADGE.format(cls="wb-running", bg="#777", text="auditing…")
+        self._badge.object = BADGE.format(cls="wb-running", bg="#777", text="auditing…", source="")
         self._job = services.BackgroundJob(lambda _progress: audit(model, batch, target=target), name="audit").start()
         if wait:
             self._job.wait()
@@ -107,11 +110,14 @@ class LeakageView(LazyView):
             return
         self._job = None
         if job.error is not None:
-            self._set_badge("")
+            self._set_badge(self.perturbation.verdict if self.perturbation is not None else "",
+                            "this perturbation (the audit could not run)")
             self.state.notify(f"leakage audit failed to run: {job.error}", "error")
             return
         self.report = job.result
-        self._set_badge("PASS" if self.report.passed else "FAIL")
+        n = len(self.report.checks)
+        self._set_badge("PASS" if self.report.passed else "FAIL", f"full audit: {n} checks"
+                        + ("" if self.report.passed else f", {sum(not c['passed'] for c in self.report.checks)} failed"))
         failed = [c["check"] for c in self.report.checks if not c["passed"]]
         lines = ["| check | verdict | max abs Δ | worst layer / op | tol |", "|---|---|---|---|---|"]
         lines += [f"| {c['check']} | {'pass' if c['passed'] else '**FAIL**'} | {c['max_abs_delta']:.3g} | "
@@ -120,16 +126,14 @@ class LeakageView(LazyView):
         self.state.notify(f"leakage audit: {self.verdict}" + (f" ({len(failed)} check(s) failed)" if failed else ""),
                           "success" if self.report.passed else "error")
 
-    def _set_badge(self, verdict: str) -> None:
+    def _set_badge(self, verdict: str, source: str = "") -> None:
         self.verdict = verdict
-        if not verdict:
-            self._checks.object = ""
         if verdict == "PASS":
-            self._badge.object = BADGE.format(cls="wb-pass", bg="#2e7d32", text="PASS")
+            self._badge.object = BADGE.format(cls="wb-pass", bg="#2e7d32", text="PASS", source=source)
         elif verdict == "FAIL":
-            self._badge.object = BADGE.format(cls="wb-fail", bg="#c62828", text="FAIL")
+            self._badge.object = BADGE.format(cls="wb-fail", bg="#c62828", text="FAIL", source=source)
         else:
-            self._badge.object = BADGE.format(cls="wb-unknown", bg="#9e9e9e", text="not audited")
+            self._badge.object = BADGE.format(cls="wb-unknown", bg="#9e9e9e", text="not audited", source=source)
 
     def __panel__(self):
         return pn.Column(
@@ -137,8 +141,7 @@ class LeakageView(LazyView):
                                                   css_classes=["wb-leakage-row"]),
                    pn.widgets.IntInput.from_param(self.param.segment, label="segment to perturb", width=150,
                                                   css_classes=["wb-leakage-segment"]),
-                   pn.widgets.Toggle.from_param(self.param.leaky, label="resets off (leaky)", color="danger",
-                                                width=180, css_classes=["wb-leakage-leaky"]),
+                   self._leaky,
                    self._run, self._badge),
             self._summary, self._checks, self._heat,
             sizing_mode="stretch_width", css_classes=["wb-leakage"],

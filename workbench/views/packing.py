@@ -36,6 +36,7 @@ class PackingView(pn.viewable.Viewer):
         self.compare = {}          # mode -> PackedBatch over placeholders ("packed", "padded")
         self._seqs_key = None
         self._seqs: list[torch.Tensor] = []
+        self._names: list[str] = []  # the document of each sequence (tooltips)
         self._layout_pane = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-packing-layout"])
         self._packed_pane = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-packing-packed"])
         self._padded_pane = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-packing-padded"])
@@ -53,11 +54,15 @@ class PackingView(pn.viewable.Viewer):
             # a new sentence or vector changes the store's size or generation: read the documents again
             key = ("store", id(store)) + ((len(store), store.n_vectors, store.generation) if store is not None else ())
             if key != self._seqs_key:
-                self._seqs = [] if store is None else [s.vectors for s in store.document_sequences(min_len=2)]
+                docs = [] if store is None else store.document_sequences(min_len=2)
+                by_id = {} if store is None else {d.id: d.name for d in store.documents()}
+                self._seqs = [s.vectors for s in docs]
+                self._names = [f"{by_id.get(s.doc_id, '?')} (#{s.doc_id})" for s in docs]
         else:
             key = ("synthetic", self.n_synthetic, self.mean_len, self.seed, self.state.d_concept)
             if key != self._seqs_key:
                 self._seqs = demo_sequences(self.n_synthetic, self.mean_len, self.state.d_concept, self.seed)
+                self._names = [f"synthetic sequence {i}" for i in range(len(self._seqs))]
         self._seqs_key = key
         return self._seqs
 
@@ -90,14 +95,21 @@ class PackingView(pn.viewable.Viewer):
 
     def _draw(self, lengths: list[int]):
         b = self.layout_batch
+        rows = b.segment_ids.shape[0]
+        # the number and the picture come from the same plan: ``single`` steps each row alone, so no padding
+        # is computed (utilization 1.0) and none is drawn
+        how = ("each row stepped alone, no padding computed" if b.mode == "single" else
+               f"{self.strategy}, max_len {self.max_len}")
         self._layout_pane.object = plots.pack_layout_figure(
-            b, f"{self.mode} layout ({self.strategy}, max_len {self.max_len}): {b.segment_ids.shape[0]} rows, "
-               f"utilization {b.utilization:.1%}", height=420)
+            b, f"{self.mode} layout ({how}): {rows} rows, utilization {b.utilization:.1%}",
+            height=420 if rows <= 400 else 560, names=self._names)
         packed, padded = self.compare["packed"], self.compare["padded"]
         self._packed_pane.object = plots.pack_layout_figure(
-            packed, f"packed: {packed.segment_ids.shape[0]} rows, {packed.utilization:.1%} used", height=300)
+            packed, f"packed: {packed.segment_ids.shape[0]} rows, {packed.utilization:.1%} used", height=300,
+            names=self._names)
         self._padded_pane.object = plots.pack_layout_figure(
-            padded, f"padded: {padded.segment_ids.shape[0]} rows, {padded.utilization:.1%} used", height=300)
+            padded, f"padded: {padded.segment_ids.shape[0]} rows, {padded.utilization:.1%} used", height=300,
+            names=self._names)
         self._hist_pane.object = plots.length_histogram(lengths, self.max_len)
         n_seg = len(plots.segment_table_array(b))
         speedup = padded.segment_ids.numel() / max(1, packed.segment_ids.numel())

@@ -60,16 +60,20 @@ class RoutingView(LazyView):
         self.load = np.stack([plots.as_numpy(s.load) for s in out.routing])
         self._shares.object = plots.expert_share_bars(
             self.shares, f"expert share per segment, MoE layer {self.layer} (block {block}), row {row}")
+        segs = plots.as_numpy(self.state.row_tensors(row)[1][0])
         self._tokens.object = plots.heatmap(
             self.token_probs, f"router probability, token x expert (block {block})", "position", "expert",
-            [str(e) for e in range(self.token_probs.shape[0])], out.trace.boundaries(0), low=0.0,
-            high=1.0, value_name="p")
+            [f"expert {e}" for e in range(self.token_probs.shape[0])], out.trace.boundaries(0), low=0.0,
+            high=1.0, value_name="p", x_segments=segs, color_bar_title="p")
         self._aux.object = plots.segment_bars(
             self.segment_aux, "aux loss charged to each segment (balance_coef·balance + z_loss_coef·z)", "aux loss")
+        n_exp = self.load.shape[1]
+        # a fixed scale (0 .. 2/E, white at the ideal 1/E): the same colour means the same imbalance in any model
         self._load.object = plots.heatmap(
-            self.load, f"expert load per MoE layer, row {row} (ideal {1 / self.load.shape[1]:.3f} each)", "expert",
-            "MoE layer", [f"block {b}" for b in cfg.moe_layers], low=0.0, value_name="load",
-            x_names=[str(e) for e in range(self.load.shape[1])])
+            self.load, f"expert load per MoE layer, row {row}: white = ideal {1 / n_exp:.3f} (1/E), red above, "
+                       "blue below", "expert", "MoE layer", [f"block {b}" for b in cfg.moe_layers], value_name="load",
+            x_names=[f"expert {e}" for e in range(n_exp)], mapper=plots.load_mapper(n_exp),
+            color_bar_title="share of assignments (fixed scale)")
         self._summary.object = (f"{self.shares.shape[0]} segments, {cfg.n_experts} experts, top-{cfg.top_k}; "
                                 "each segment's statistics are its own (dropless router, per-segment balance).")
 

@@ -13,7 +13,7 @@ from bokeh.palettes import Inferno256
 from workbench import plots
 from workbench.plots import layer_names
 from workbench.state import WorkbenchState
-from workbench.views.base import LazyView
+from workbench.views.base import LazyView, leaky_toggle
 
 
 class StatesView(LazyView):
@@ -28,6 +28,7 @@ class StatesView(LazyView):
         self._diff = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-states-diff"])
         self._diff_box = pn.Column(self._diff, visible=False, sizing_mode="stretch_width")  # shown when leaky
         self._summary = pn.pane.Markdown("", css_classes=["wb-states-summary"])
+        self._leaky = leaky_toggle(self, "wb-states-leaky")
         state.param.watch(lambda *_: self.draw(), ["model", "batch", "row"])
         self.draw()
 
@@ -49,12 +50,14 @@ class StatesView(LazyView):
         cuts = trace.boundaries(0)
         names = layer_names(norm.shape[0] - 1)
         row = self.state.row
+        segs = plots.as_numpy(self.state.row_tensors(row)[1][0])  # the segment of each position (tooltips)
         if leaky_out is None:
             self.matrix, self.diff = norm, None
             how = ("resets at every boundary" if self.state.model.config.isolate_segments
                    else "this model was built LEAKY: no resets")
             self._heat.object = plots.heatmap(norm, f"hidden-state norm, row {row} ({how})",
-                                              "position", "layer", names, cuts, value_name="norm")
+                                              "position", "layer", names, cuts, value_name="norm",
+                                              x_segments=segs, color_bar_title="‖h‖")
             self._diff_box.visible = False
             self._summary.object = (f"Row {row}: {len(cuts) + 1} segments, {norm.shape[1]} positions. "
                                     "Dashed lines: segment starts, where the Mamba state and conv window reset.")
@@ -62,10 +65,12 @@ class StatesView(LazyView):
         leaky_norm = plots.as_numpy(leaky_out.trace.hidden_norm[:, 0])
         self.matrix, self.diff = leaky_norm, np.abs(leaky_norm - norm)
         self._heat.object = plots.heatmap(leaky_norm, f"hidden-state norm, row {row}, RESETS OFF (leaky)",
-                                          "position", "layer", names, cuts, value_name="norm")
+                                          "position", "layer", names, cuts, value_name="norm",
+                                              x_segments=segs, color_bar_title="‖h‖")
         self._diff.object = plots.heatmap(self.diff, "|leaky − isolated| norm: the state carried over a boundary",
                                           "position", "layer", names, cuts, low=0.0, palette=Inferno256,
-                                          value_name="|Δ norm|")
+                                          value_name="|Δ norm|", x_segments=segs,
+                                          color_bar_title="|Δ ‖h‖|")
         self._diff_box.visible = True
         first = cuts[0] if cuts else norm.shape[1]
         self._summary.object = (f"Resets off: the first segment is unchanged (max |Δ| {self.diff[:, :first].max():.2e}); "
@@ -75,8 +80,7 @@ class StatesView(LazyView):
         return pn.Column(
             pn.Row(pn.widgets.IntInput.from_param(self.state.param.row, label="packed row", width=150,
                                                   css_classes=["wb-states-row"]),
-                   pn.widgets.Toggle.from_param(self.param.leaky, label="resets off (leaky)", color="danger",
-                                                width=180, css_classes=["wb-states-leaky"])),
+                   self._leaky),
             self._summary, self._heat, self._diff_box,
             sizing_mode="stretch_width", css_classes=["wb-states"],
         )
