@@ -154,8 +154,8 @@ def _gmm(x: torch.Tensor, w: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
 def grouped_supported(device: torch.device, dtype: torch.dtype, dims: tuple[int, ...]) -> bool:
     """Whether ``torch._grouped_mm`` serves this device and compute dtype at these matrix sizes.
 
-    CUDA: bf16 only (the kernel's check; Hopper is its fast path). CPU: every float dtype (a loop
-    inside ATen -- correct, used by the tests, not faster). Strides must be 16-byte multiples.
+    CUDA: bf16 only (the kernel's check; Hopper is its fast path). CPU: fp32/bf16/fp16 (ATen's
+    fallback; correct, used by the tests). Strides must be 16-byte multiples.
     """
     if not hasattr(torch, "_grouped_mm"):
         return False
@@ -199,7 +199,9 @@ class MoE(nn.Module):
     def use_grouped(self, x: torch.Tensor) -> bool:
         """The dispatch path for this input: grouped when asked (or auto on CUDA) and supported, else loop."""
         if self.dispatch == "loop" or (self.dispatch == "auto" and x.device.type != "cuda"):
-            return False  # auto: on CPU the loop is faster (benchmarks/bench_moe.py)
+            # auto on CPU: loop, the reference (bench_moe on a shared 2-core box: grouped 1.3-1.5x
+            # faster at best, medians too noisy to switch on)
+            return False
         D, H = self.experts.w_gate.shape[1:]
         return grouped_supported(x.device, _compute_dtype(x), (D, H))
 
