@@ -352,7 +352,7 @@ class MoE(nn.Module):
         y_sorted = self.experts.forward_grouped(x[order // k], ends)  # (N*k, D)
         y = torch.empty_like(y_sorted).index_copy(0, order, y_sorted)  # back to (token, slot) order
         # the same fixed-order sum over the k slots as _dispatch (no atomics)
-        return (y.view(N, k, D) * gates[..., None].to(y.dtype)).sum(1)
+        return (y.view(N, k, D) * gates[..., None]).sum(1)
 
 
 def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int,
