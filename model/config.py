@@ -16,6 +16,11 @@ from model.ops.causal_conv1d import CONV_BACKENDS
 from model.ops.selective_scan import available_backends
 from model.schema import setting
 
+# how the MoE runs its experts (model.moe): auto = grouped where torch._grouped_mm serves the device
+# and dtype (CUDA bf16), loop elsewhere; loop = one matmul per expert with host-side split sizes
+# (the reference oracle); grouped = one device-side sort and grouped matmuls, no host sync
+MOE_DISPATCH = ("auto", "loop", "grouped")
+
 
 def scan_backends() -> tuple[str, ...]:
     """``"auto"`` and every scan backend registered with ``model.ops`` now (GPU kernels register themselves)."""
@@ -39,6 +44,9 @@ class VMMoEConfig:
     d_expert: int | None = setting(None, "expert hidden size; None = 2 * d_model", ge=1, optional=True, group="moe")
     balance_coef: float = setting(0.01, "weight of the per-segment load-balancing loss", ge=0, group="moe")
     z_loss_coef: float = setting(1e-3, "weight of the router z-loss", ge=0, group="moe")
+    moe_dispatch: str = setting("auto", "how the MoE runs its experts: auto (grouped on CUDA bf16, loop elsewhere), "
+                                        "loop (one matmul per expert, the reference) or grouped (torch._grouped_mm "
+                                        "after a device-side sort: no host sync)", choices=MOE_DISPATCH, group="moe")
     isolate_segments: bool = setting(True, "reset state and router statistics at segment starts; False = the "
                                            "deliberately LEAKY configuration", group="isolation")
     scan_backend: str = setting("auto", "selective-scan backend (model.ops registry)", choices=scan_backends,
