@@ -75,7 +75,8 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, d_hidden, bias=False)
         self.down = nn.Linear(d_hidden, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True):
+    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True,
+                segment_index=None):
         # x : (B, L, D); token-wise, so the layout is not needed; signature matches MoE
         return self.down(F.silu(self.gate(x)) * self.up(x)), None
 

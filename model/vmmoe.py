@@ -28,7 +28,7 @@ from model.config import VMMoEConfig
 from model.mamba import MambaMixer
 from model.moe import MoE, RoutingStats, SwiGLU
 from model.norm import RMSNorm
-from model.segments import check_finite, validate_segment_ids
+from model.segments import check_finite, global_segment_index, validate_segment_ids
 from model.trace import Trace, TraceRecorder
 
 
@@ -87,10 +87,11 @@ class Block(nn.Module):
         self.norm2 = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = MoE(config) if config.is_moe_layer(layer_idx) else SwiGLU(config.d_model, config.d_expert_value)
 
-    def forward(self, h: torch.Tensor, seq_idx: torch.Tensor | None, segment_ids: torch.Tensor, isolate: bool):
-        # h : (B, L, D)
+    def forward(self, h: torch.Tensor, seq_idx: torch.Tensor | None, segment_ids: torch.Tensor, isolate: bool,
+                segment_index: tuple[torch.Tensor, int] | None = None):
+        # h : (B, L, D); segment_index: global_segment_index(segment_ids), computed once per forward by the model
         h = h + self.mixer(self.norm1(h), seq_idx)
-        f, aux = self.ffn(self.norm2(h), segment_ids, isolate)
+        f, aux = self.ffn(self.norm2(h), segment_ids, isolate, segment_index=segment_index)
         return h + f, aux
 
     def step(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor) -> torch.Tensor:
@@ -156,12 +157,14 @@ class VMMoE(nn.Module):
         # checkpointing: save only each block's input and recompute the block in backward (the scan and
         # conv kernels are deterministic and the MoE dropless, so the recompute matches the forward)
         ckpt = cfg.checkpoint_blocks and self.training and torch.is_grad_enabled()
+        # the segment numbering the MoE layers' statistics need costs a host sync: once here, not once per layer
+        seg_index = global_segment_index(segment_ids) if cfg.moe_layers else None
         for block in self.layers:
             if ckpt:
                 h, aux = torch.utils.checkpoint.checkpoint(block, h, seq_idx, segment_ids, cfg.isolate_segments,
-                                                           use_reentrant=False)
+                                                           seg_index, use_reentrant=False)
             else:
-                h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments)
+                h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments, seg_index)
             if aux is not None:
                 aux_loss, balance, z = aux_loss + aux.loss, balance + aux.balance, z + aux.z
                 routing.append(aux.stats)
