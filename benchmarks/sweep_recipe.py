@@ -24,6 +24,10 @@ Knobs this script prototypes around the model (not in VMMoEConfig yet):
   (targets stay clean).
 - ``residual``: the prediction is ``values + model(values)``, i.e. the model learns the change from
   the current concept, so it starts at the copy baseline.
+- ``input_scale``: the model reads ``values * input_scale`` (targets unchanged). Unit concept
+  vectors have components of about 1/sqrt(d) = 0.05, so in_proj's output is tiny next to what the
+  blocks (which read RMS-normalised input) add to the residual stream; ``"sqrt"`` = sqrt(d_concept)
+  gives components of about 1.
 - losses: ``cosine``, ``mse``, ``infonce`` (in-batch), ``infonce`` with ``negatives`` random
   training vectors as shared distractors (store-sampled negatives), and ``nce_weight`` > 0 on a
   cosine run: cosine + nce_weight * InfoNCE.
@@ -53,42 +57,51 @@ BASE = dict(
     # loss
     loss="cosine", temperature=0.05, negatives=0, nce_weight=0.0,
     # regularisation prototypes
-    dropout=0.0, noise=0.0, residual=False,
+    dropout=0.0, noise=0.0, residual=False, input_scale=1.0,
     eval_every=50, seed=0,
 )
 
 # name -> overrides of BASE; one factor at a time around BASE, then combinations
+SQ = "sqrt"
 CONFIGS: dict[str, dict] = {
     # first wave (the one-factor changes that matter most)
     "base": {},
+    "scale": dict(input_scale=SQ),
     "combo": dict(dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True),
+    "scale-combo": dict(input_scale=SQ, dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True),
     "drop0.1": dict(dropout=0.1),
+    "scale-drop0.1": dict(input_scale=SQ, dropout=0.1),
+    "scale-cos+nce": dict(input_scale=SQ, nce_weight=0.1),
+    "scale-infonce": dict(input_scale=SQ, loss="infonce"),
+    "scale-d128-L2": dict(input_scale=SQ, d_model=128, n_layers=2),
     "wd0.1": dict(weight_decay=0.1),
     "residual": dict(residual=True),
     "cos+nce": dict(nce_weight=0.1),
     "infonce": dict(loss="infonce"),
     "infonce-neg": dict(loss="infonce", negatives=1024),
     "mse": dict(loss="mse"),
+    # second wave
+    "scale-drop0.1-nce": dict(input_scale=SQ, dropout=0.1, nce_weight=0.1),
+    "scale-lr3e-4": dict(input_scale=SQ, lr=3e-4),
+    "scale-wd0.1": dict(input_scale=SQ, weight_decay=0.1),
+    "scale-drop0.3": dict(input_scale=SQ, dropout=0.3),
+    "scale-noise0.3": dict(input_scale=SQ, noise=0.3),
+    "scale-data25%": dict(input_scale=SQ, data_fraction=0.25),
+    "scale-topics-only": dict(input_scale=SQ, corpus="topics"),
+    "scale-d256-L2": dict(input_scale=SQ, d_model=256, n_layers=2),
+    "scale-dense": dict(input_scale=SQ, n_experts=1, top_k=1),
     "d128-L2": dict(d_model=128, n_layers=2),
-    "d256-L2": dict(d_model=256, n_layers=2),
     "lr3e-3": dict(lr=3e-3),
+    "lr3e-4": dict(lr=3e-4),
     "noise0.3": dict(noise=0.3),
     "data25%": dict(data_fraction=0.25),
-    # second wave
-    "lr3e-4": dict(lr=3e-4),
-    "const-lr": dict(schedule="constant"),
-    "drop0.3": dict(dropout=0.3),
-    "infonce-t0.1": dict(loss="infonce", temperature=0.1),
-    "d384-L4": dict(d_model=384, n_layers=4),
-    "dense-L4": dict(n_experts=1, top_k=1),
-    "rows16": dict(rows=16),
     "topics-only": dict(corpus="topics"),
-    "combo-d128": dict(dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True, d_model=128, n_layers=2),
-    "combo-noise": dict(dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True, noise=0.3),
-    "drop0.1-nce": dict(dropout=0.1, nce_weight=0.1),
-    "drop0.1-wd0.1-lr3e-3": dict(dropout=0.1, weight_decay=0.1, lr=3e-3),
-    "steps1500": dict(steps=1500),
-    "combo-1500": dict(dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True, steps=1500),
+    # third wave (longer)
+    "scale-combo-1500": dict(input_scale=SQ, dropout=0.1, weight_decay=0.1, nce_weight=0.1, residual=True, steps=1500),
+    "scale-drop0.1-nce-1500": dict(input_scale=SQ, dropout=0.1, nce_weight=0.1, steps=1500),
+    "scale-infonce-neg": dict(input_scale=SQ, loss="infonce", negatives=1024),
+    "scale-d384-L4": dict(input_scale=SQ, d_model=384),
+    "scale-rows16": dict(input_scale=SQ, rows=16),
 }
 
 
@@ -196,14 +209,14 @@ class HeldOut:
         self.baselines = {"copy": retrieval(cur, self.tgt), "running_mean": retrieval(mean, self.tgt)}
 
     @torch.no_grad()
-    def evaluate(self, model, residual: bool) -> dict:
+    def evaluate(self, model, residual: bool, scale: float = 1.0) -> dict:
         was = model.training
         model.eval()
         preds = []
         v, seg = self.batch.values, self.batch.segment_ids
         for i in range(0, v.shape[0], self.rpf):
             vb, sb = v[i:i + self.rpf].to(self.device), seg[i:i + self.rpf].to(self.device)
-            p = model(vb, sb).prediction.float()
+            p = model(vb * scale, sb).prediction.float()
             if residual:
                 p = p + vb
             preds.append(p[self.mask[i:i + self.rpf].to(self.device)])
@@ -231,6 +244,7 @@ def run_config(name: str, c: dict, data: str, device: str, deadline: float, log=
     docs, _ = load_corpus(data, c["corpus"])
     train, held = split_and_cut(docs, c["eval_fraction"], c["seed"], c["max_len"], c["data_fraction"])
     ev = HeldOut(held, c["max_len"], device)
+    scale = math.sqrt(docs[0].shape[1]) if c["input_scale"] == "sqrt" else float(c["input_scale"])
     mcfg = VMMoEConfig(d_concept=docs[0].shape[1], d_model=c["d_model"], n_layers=c["n_layers"],
                        n_experts=c["n_experts"], top_k=c["top_k"], d_state=c["d_state"])
     model = VMMoE(mcfg).to(device)
@@ -249,7 +263,7 @@ def run_config(name: str, c: dict, data: str, device: str, deadline: float, log=
 
     def do_eval():
         nonlocal best
-        m = ev.evaluate(model, c["residual"])
+        m = ev.evaluate(model, c["residual"], scale)
         rec = {"step": step, "wall_s": round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in m.items()}}
         history.append(rec)
         if best is None or m["cosine"] > best["cosine"]:
@@ -274,7 +288,7 @@ def run_config(name: str, c: dict, data: str, device: str, deadline: float, log=
             x = values + c["noise"] * torch.randn_like(values) / math.sqrt(values.shape[-1])
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c)
-        out = model(x, seg)
+        out = model(x * scale, seg)
         pred = out.prediction + values if c["residual"] else out.prediction
         dist = None
         if c["negatives"]:
