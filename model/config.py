@@ -54,6 +54,14 @@ class VMMoEConfig:
     conv_backend: str = setting("auto", "causal-conv backend: auto (the fused Triton kernel on CUDA, PyTorch "
                                         "elsewhere), torch (the pure-PyTorch oracle) or triton",
                                 choices=CONV_BACKENDS, group="mamba")
+    residual_prediction: bool = setting(False, "predict the change: prediction = values + head(...), the head "
+                                               "zero-initialised so an untrained model is exactly copy-the-current-"
+                                               "concept", group="recipe")
+    dropout: float = setting(0.0, "dropout on the in_proj output and on each Mamba / feed-forward branch output "
+                                  "while training (off in eval and in step())", ge=0, lt=1, group="recipe")
+    input_scale: float | str = setting(1.0, "the model reads values * input_scale ('auto' = sqrt(d_concept): unit "
+                                            "concept vectors get components ~1); targets and the residual of "
+                                            "residual_prediction stay unscaled", gt=0, also=("auto",), group="recipe")
     checkpoint_blocks: bool = setting(False, "activation checkpointing per block while training: keep only each "
                                              "block's input and recompute the block in backward (less memory, "
                                              "about one more forward of time)", group="memory")
@@ -70,6 +78,10 @@ class VMMoEConfig:
             raise ValueError(f"dt_min={self.dt_min} is larger than dt_max={self.dt_max}")
 
     # derived sizes
+    @property
+    def input_scale_value(self) -> float:
+        return math.sqrt(self.d_concept) if self.input_scale == "auto" else float(self.input_scale)
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model
