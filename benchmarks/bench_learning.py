@@ -13,7 +13,7 @@ targets, and the copy-the-current-vector baseline. Wall time is the sum of the t
 every mode). Reported: the wall time each mode needs to first reach a held-out cosine (and loss)
 target, and the ratios packed/padded and packed/single (below 1: packed is faster).
 
-``--generate`` (on by default) then loads the packed run's final checkpoint, picks three held-out
+``--generate`` (on by default) then loads the packed run's best checkpoint (``checkpoints/best``), picks three held-out
 documents with a fixed seed (never by hand), feeds their first ``--context`` concepts and generates
 continuations with ``model.infer.generate``, each mapped to its nearest store sentence (FAISS),
 written to ``generate_examples.md``. ``--update`` writes ``learning_<device>.{json,md}``, the plot
@@ -115,8 +115,10 @@ def generate_examples(run_path: str, args) -> str:
     from model.infer import generate
     from model.train import TrainConfig, load_checkpoint
     from model.train.data import load_sequences, split_documents
+    from model.train.runs import RunDir
 
-    model, _, _ = load_checkpoint(run_path)
+    best = RunDir(run_path).best_checkpoint()  # the lowest held-out loss, as a user would load it
+    model, _, _ = load_checkpoint(best if best is not None else run_path)
     cfg = TrainConfig.from_dict(json.loads((Path(run_path) / "config.json").read_text())) \
         if (Path(run_path) / "config.json").is_file() else None
     cfg = cfg or TrainConfig.from_dict({"data": "default", "seed": args.seed})
