@@ -51,6 +51,8 @@ from model.device import resolve_device
 from model.fileio import atomic_write, atomic_write_json, fsync_dir, home, sha256_file
 from model.train.config import TrainConfig
 from model.train.data import load_sequences
+from model.train.metrics import METRICS_FILE, MetricsTail, read_metrics
+from model.train.summary import summarize_run
 from model.vmmoe import VMMoE
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
@@ -202,7 +204,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / "config.json"
         self.status_file = self.path / "status.json"
-        self.metrics_file = self.path / "metrics.jsonl"
+        self.metrics_file = self.path / METRICS_FILE
         self.checkpoints = self.path / "checkpoints"
         self.tensorboard = self.path / "tb"
         self.stop_file = self.path / "STOP"
@@ -289,58 +291,6 @@ class RunDir:
                 return p
         dirs = self.checkpoint_dirs()
         return dirs[-1] if dirs else None
-
-
-def read_metrics(run_dir: str | Path, split: str | None = None) -> list[dict]:
-    """All metric records of a run (``split`` "train" or "eval" filters); a half-written last line is skipped."""
-    return MetricsTail(run_dir, split).read()
-
-
-class MetricsTail:
-    """Follows a run's ``metrics.jsonl``: each ``read()`` parses only the lines appended since the last one.
-
-    A dashboard polls a live run every second; re-reading the whole file each time would cost O(steps)
-    per poll. A half-written last line is left for the next read. When the file is replaced (a resumed
-    run rewrites it without the steps after its checkpoint) ``read()`` starts over from its first line
-    and sets ``restarted``, so the reader can drop what it had.
-    """
-
-    def __init__(self, run_dir: str | Path, split: str | None = None):
-        self.path = RunDir(run_dir).metrics_file
-        self.split = split
-        self.restarted = False
-        self._offset = 0
-        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file read so far
-
-    def read(self) -> list[dict]:
-        """The new complete records (all of them on the first call or after the file was replaced)."""
-        self.restarted = False
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self.restarted = self._offset > 0
-            self._offset, self._file_id = 0, None
-            return []
-        file_id = (st.st_dev, st.st_ino)
-        if (self._file_id is not None and file_id != self._file_id) or st.st_size < self._offset:
-            self.restarted, self._offset = True, 0
-        self._file_id = file_id
-        if st.st_size == self._offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read(st.st_size - self._offset)
-        end = chunk.rfind(b"\n") + 1  # complete lines only
-        self._offset += end
-        records = []
-        for line in chunk[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line broken by a crash mid-write (the next one starts clean)
-            if self.split is None or rec.get("split") == self.split:
-                records.append(rec)
-        return records
 
 
 def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
@@ -643,7 +593,6 @@ def resume_run(run_dir: str | Path) -> RunHandle:
 
 def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
     """One summary per run folder, newest first: name, path, state, step, steps, packing, last losses."""
-    from model.train.summary import summarize_run  # summary reads metrics through this module
 
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not runs_dir.is_dir():
