@@ -94,7 +94,7 @@ def test_grouped_under_autocast_matches_loop():
         _compare(loop, grouped, x, True, atol=3e-2, rtol=3e-2)
 
 
-def test_auto_is_loop_on_cpu_and_unsupported_falls_back():
+def test_auto_is_loop_and_unsupported_falls_back():
     cfg = VMMoEConfig(d_concept=16, d_model=D, n_layers=2, n_experts=4, top_k=2)
     assert cfg.moe_dispatch == "auto" and not MoE(cfg).use_grouped(torch.zeros(1, 2, D))
     odd = MoE(dataclasses.replace(cfg, d_model=30, d_expert=60, moe_dispatch="grouped"))
@@ -128,7 +128,7 @@ def test_grouped_path_asks_the_host_for_nothing(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_grouped_path_has_no_cuda_sync():
-    cfg = VMMoEConfig(d_concept=16, d_model=64, n_layers=2, n_experts=4, top_k=2)  # auto: grouped on CUDA bf16
+    cfg = VMMoEConfig(d_concept=16, d_model=64, n_layers=2, n_experts=4, top_k=2, moe_dispatch="grouped")
     torch.manual_seed(0)
     moe = MoE(cfg).cuda()
     x = torch.randn(3, 12, 64, device="cuda", requires_grad=True)
