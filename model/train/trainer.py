@@ -467,6 +467,7 @@ class Trainer:
                              beats_copy=summary.beats_copy, copy_cosine=summary.copy_cosine,
                              best_step=summary.best_step, best_eval_cosine=summary.best_eval_cosine,
                              best_checkpoint=str(run.best_checkpoint()) if run.best_checkpoint() else None)
+        self._write_rank_log({"split": "end", "state": state, "step": self.step})  # where this rank stopped
         return state
 
     def _eval_and_log(self, writer) -> dict:
