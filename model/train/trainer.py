@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import math
 import os
 import random
@@ -50,6 +51,8 @@ from model.train.runs import (LOCK_FD_ENV, RunDir, RunLock, default_runs_dir, fi
                               save_best_checkpoint, save_checkpoint)
 from model.train.summary import summarize_run
 from model.vmmoe import VMMoE
+
+RANK_LOG_ENV = "VMMOE_RANK_LOG_DIR"
 
 
 @dataclass
@@ -244,12 +247,56 @@ class Trainer:
             else:
                 m = concept_metrics(out.prediction.detach().float(), batch.values, batch.segment_ids)
         concepts = sum(v.shape[0] for v in vectors)
-        return {"split": "train", "step": self.step + 1, "lr": self.scheduler.get_last_lr()[0],
+        record = {"split": "train", "step": self.step + 1, "lr": self.scheduler.get_last_lr()[0],
                 **{f"loss_{cfg.loss}": sums["loss"]}, **sums, "total_loss": sums["loss"] + sums["aux_loss"],
                 **{k: float(v) for k, v in m.items() if k != "n_targets"}, "targets": n_total, "grad_norm": float(grad_norm),
                 "concepts": concepts, "concepts_per_s": concepts / step_time,
                 "utilization": concepts / positions, "expert_load": loads.tolist() if loads is not None else [],
-                "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing}
+                "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing,
+                "world_size": self.dist.world_size}
+        if self.dist.enabled:
+            self._write_rank_log(record)
+            record = self._reduce_record(record, positions)
+        return record
+
+    # the train record under DDP: these are means over the step's targets, reduced weighted by each rank's
+    # targets; concepts / targets / concepts_per_s are summed; step_time and memory_mb are the slowest rank's
+    _TARGET_MEANS = ("loss", "aux_loss", "balance", "z", "total_loss",
+                     *(f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")))
+
+    def _reduce_record(self, record: dict, positions: int) -> dict:
+        """The global train record of this step: every rank's share reduced (one all_reduce of sums, one of maxima)."""
+        means = [k for k in self._TARGET_MEANS if k in record]
+        n = float(record["targets"])
+        load = torch.tensor(record["expert_load"], dtype=torch.float64).flatten()
+        local = torch.tensor([record[k] for k in means], dtype=torch.float64)
+        weighted = local * n if n else torch.zeros_like(local)  # no targets here: no share (nan * 0 is nan)
+        sums = torch.cat([weighted, load * n, torch.tensor([n, record["concepts"], positions,
+                                                            record["concepts_per_s"]], dtype=torch.float64)])
+        maxima = torch.tensor([record["step_time"], record["memory_mb"]], dtype=torch.float64)
+        sums, maxima = sums.to(self.device), maxima.to(self.device)
+        dist.all_reduce(sums)
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX)
+        sums, maxima = sums.cpu(), maxima.cpu()
+        total, concepts, all_positions, rate = (float(x) for x in sums[-4:])
+        out = dict(record)
+        for i, k in enumerate(means):
+            out[k] = float(sums[i]) / total if total else float("nan")
+        out[f"loss_{self.cfg.loss}"] = out["loss"]
+        if load.numel():
+            out["expert_load"] = (sums[len(means):len(means) + load.numel()] / max(total, 1.0)).reshape(
+                len(record["expert_load"]), -1).tolist()
+        out.update(targets=int(total), concepts=int(concepts), concepts_per_s=rate,
+                   utilization=concepts / all_positions, step_time=float(maxima[0]), memory_mb=float(maxima[1]))
+        return out
+
+    def _write_rank_log(self, record: dict) -> None:
+        """With VMMOE_RANK_LOG_DIR set (tests, debugging): this rank's own share of the step, before the
+        reduction, appended to ``rank{R}.jsonl`` there."""
+        folder = os.environ.get(RANK_LOG_ENV)
+        if folder:
+            with open(Path(folder) / f"rank{self.dist.rank}.jsonl", "a") as f:
+                f.write(json.dumps({**record, "rank": self.dist.rank}) + "\n")
 
     def evaluate(self) -> dict:
         """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines).
@@ -307,6 +354,7 @@ class Trainer:
     def _log(self, record: dict, writer) -> None:
         if not (self.run and self.dist.is_main):
             return
+        record.setdefault("world_size", self.dist.world_size)
         self.run.append_metrics(record)
         if record["split"] == "eval":  # what list_runs shows, without reading metrics.jsonl
             self.run.write_status(eval_loss=record["loss"], eval_step=record["step"])
@@ -419,6 +467,7 @@ class Trainer:
                              beats_copy=summary.beats_copy, copy_cosine=summary.copy_cosine,
                              best_step=summary.best_step, best_eval_cosine=summary.best_eval_cosine,
                              best_checkpoint=str(run.best_checkpoint()) if run.best_checkpoint() else None)
+        self._write_rank_log({"split": "end", "state": state, "step": self.step})  # where this rank stopped
         return state
 
     def _eval_and_log(self, writer) -> dict:
