@@ -63,13 +63,18 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     picker = view.checkpoints
     picker.run.value = handle.path.name
     assert list(picker.checkpoint.options) == ["step_000004", "step_000002"]
+    assert picker.checkpoint.value == picker.checkpoint.options["step_000004"]  # the newest by default
     picker.checkpoint.value = picker.checkpoint.options["step_000004"]
     before = state.model
     view.use_checkpoint()
     assert state.model is not before and state.model.config.d_model == 16
     assert "step_000004" in state.model_label
-    view.compare.run_a.value = handle.path.name
-    assert view.compare.figure.object is not None
+    # the comparison does not start empty: the newest runs are drawn until rows are selected
+    assert view.compare.runs == [handle.path.name] and view.compare.figure.object is not None
+    assert runs.iloc[0]["steps"] == 4 and runs.iloc[0]["layers"] == 1 and runs.iloc[0]["packing"] == "packed"
+    # a finished run is not resumed (a Stop would then mark it failed)
+    view.runs.select(handle.path.name)
+    assert view.resume() is None and "finished all its 4 steps" in state.messages[-1][1]
     # another session (a reopened tab) sees the run in the table and follows it by selecting it
     other = TrainingView(state)
     assert other.current is None and len(steps(other)) == 0
@@ -100,10 +105,16 @@ def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
     table = view.runs.table.value
     assert list(table["name"]) == ["b-run", "a-run"]  # newest first
     view.runs.table.selection = [0]
+    RunDir(f"{runs}/b-run").append_metrics({"split": "eval", "step": 7, "loss": 0.25, "cosine": 0.5, "top1": 0.2,
+                                            "copy_cosine": 0.4, "copy_top1": 0.1})
     RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)  # still the newest: same order
     view.refresh_runs()
     assert view.runs.table.value is table  # patched in place, not replaced
-    assert table.iloc[0]["step"] == 7 and table.iloc[0]["eval_loss"] == 0.25 and table.iloc[1]["step"] == 0
+    assert table.iloc[0]["step"] == 7 and table.iloc[1]["step"] == 0
+    # the best held-out figures, formatted, against copying the current concept
+    assert (table.iloc[0]["held-out loss"], table.iloc[0]["held-out cos"], table.iloc[0]["held-out top-1"]) == \
+        ("0.2500", "0.500", "20.0%")
+    assert table.iloc[0]["vs copy"] == "+0.100 beats copy" and table.iloc[1]["vs copy"] == ""
     assert view.selected_run().name == "b-run"
     RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view.refresh_runs()
@@ -158,3 +169,20 @@ def test_refreshing_the_table_does_not_move_the_followed_run_back_to_the_selecte
     view._follow(new.path)  # what start() does
     assert view.current.name == "c-run" and list(view.runs.table.value["name"])[0] == "c-run"
     assert view.selected_run().name == "a-run" and view.current.name == "c-run"
+
+
+def test_start_with_a_row_selected_follows_and_selects_the_new_run(state):
+    from model.train.runs import RunDir
+
+    RunDir(f"{state.runs_dir}/old-run").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=10)
+    view = TrainingView(state, **{**TINY_RUN, "steps": 2})
+    view.runs.select("old-run")
+    assert view.current.name == "old-run"
+    handle = view.start()
+    try:
+        handle.wait(120)
+    finally:
+        if handle.is_alive():
+            handle.kill()
+    assert view.current == handle.path and view.runs.selected == handle.path.name
+    assert view.runs.chosen == [handle.path.name]
