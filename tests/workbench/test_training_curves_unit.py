@@ -48,3 +48,40 @@ def test_ema_wall_time_and_log_y():
     assert c.source.data["x"] == [1.0, 2.0, 3.0, 4.0]
     c.log_y = True
     assert c._panes[0].object.y_scale.__class__.__name__ == "LogScale"
+
+
+def test_what_the_browser_receives_under_one_held_poll_is_strictly_increasing():
+    """The app sends each poll's changes as one held message. A stream after a ``.data`` replacement in the
+    same hold extends the replaced lists in place, so the browser would get every row twice (once in the
+    data, once streamed): replay the held events as BokehJS applies them and check the steps it ends with."""
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsStreamedEvent
+
+    c = LiveCurves()
+    doc = Document()
+    doc.add_root(c._panes[0].object)
+    browser = {c.source.name: list(c.source.data["step"]), c.eval_source.name: list(c.eval_source.data["step"])}
+    events = []
+    doc.on_change(events.append)
+
+    def held(fn):
+        events.clear()
+        doc.hold("combine")
+        fn()
+        doc.unhold()
+        for e in events:  # applied as BokehJS does: a data change replaces, a stream appends
+            if isinstance(e, ColumnDataChangedEvent):  # serialized when sent: the data as it is at the end
+                browser[e.model.name] = list(e.model.data["step"])
+            elif isinstance(e, ColumnsStreamedEvent):
+                browser[e.model.name] += list(e.data["step"])
+
+    held(lambda: c.append([rec(s) for s in range(1, 14)]))
+    held(lambda: c.append([rec(s) for s in range(14, 16)]))
+    held(lambda: c.append([rec(s) for s in range(1, 20)], restart=True))  # a resume rewrote the metrics
+    assert browser[c.source.name] == list(range(1, 20)) == c.source.data["step"]
+    held(lambda: c.append([rec(s) for s in range(11, 25)]))  # re-logged from the step-10 checkpoint
+    held(lambda: c.append([rec(s) for s in range(25, 27)]))
+    assert browser[c.source.name] == list(range(1, 27)) == c.source.data["step"]
+    held(lambda: (c.clear(), c.append([rec(1), rec(2)])))  # the old code's clear-then-stream in one tick
+    assert browser[c.source.name] == [1, 2]
+    assert c.source.name != c.eval_source.name and c.source.name.startswith("wb-live")

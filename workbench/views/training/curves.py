@@ -25,6 +25,7 @@ EVAL_KEYS = ("loss", "cosine", "top1", "top5", "copy_cosine", "copy_top1")
 CURVES = (("loss", "training loss"), ("cosine", "cosine(prediction, next concept)"),
           ("concepts_per_s", "concepts per second"), ("utilization", "utilization (real / all positions)"))
 X_AXES = {"step": "step", "wall time (s)": "time"}
+LIVE_TRAIN, LIVE_EVAL = "wb-live-train", "wb-live-eval"  # the live sources' Bokeh names
 TRAIN_COLOR, EVAL_COLOR, COPY_COLOR = Category10[10][0], Category10[10][1], "#555555"
 
 
@@ -120,8 +121,10 @@ class LiveCurves(pn.viewable.Viewer):
         super().__init__(**params)
         self.train: list[dict] = []
         self.evals: list[dict] = []
-        self.source = ColumnDataSource(self._columns(self.train, TRAIN_KEYS, smooth=True))   # train records
-        self.eval_source = ColumnDataSource(self._columns(self.evals, EVAL_KEYS, smooth=False))
+        # named, so a browser test (or a reader of the document) finds the live sources among the comparison's
+        self.source = ColumnDataSource(self._columns(self.train, TRAIN_KEYS, smooth=True), name=LIVE_TRAIN)
+        self.eval_source = ColumnDataSource(self._columns(self.evals, EVAL_KEYS, smooth=False), name=LIVE_EVAL)
+        self._drawn = {LIVE_TRAIN: 0, LIVE_EVAL: 0}  # rows of each source sent to the browser
         self._panes = [pn.pane.Bokeh(sizing_mode="stretch_width") for _ in range(5)]
         self._build()
         self._controls = pn.Row(
@@ -138,35 +141,50 @@ class LiveCurves(pn.viewable.Viewer):
                       raw=("copy_cosine", "copy_top1"))
         return {k: v.tolist() for k, v in cols.items()}
 
-    def append(self, records: list[dict], evals: list[dict] | None = None) -> None:
-        """Add train ``records`` and held-out ``evals``; a step at or before one drawn replaces from there."""
-        if records:
-            n = len(self.train)
-            self.train, dropped = keep_increasing(self.train, records)
-            self._send(self.source, self.train, TRAIN_KEYS, True, None if dropped else n)
-            if self.x_axis != "step" and self.evals:  # eval times are read off the train records
-                self._send(self.eval_source, self.evals, EVAL_KEYS, False, None)
-        if evals:
-            n = len(self.evals)
-            self.evals, dropped = keep_increasing(self.evals, evals)
-            self._send(self.eval_source, self.evals, EVAL_KEYS, False, None if dropped else n)
+    def append(self, records: list[dict], evals: list[dict] | None = None, restart: bool = False) -> None:
+        """Add train ``records`` and held-out ``evals`` (``restart``: drop what was drawn first); a step at or
+        before one drawn replaces from there.
 
-    def _send(self, src, records, keys, smooth, stream_from):
+        Each source gets ONE change per call: either its rows are streamed (appended) or its data is replaced
+        wholesale. Never both: ``ColumnDataSource.stream`` extends the data's lists in place, so a stream after
+        a ``.data`` replacement that has not reached the browser yet (the app holds one poll's events and sends
+        them at its end) is sent twice, once inside the replaced data and once as the stream: the browser then
+        holds every row twice, its steps are no longer increasing, and the curves draw lines back to step 1.
+        """
+        replace_train = replace_eval = restart
+        if restart:
+            self.train, self.evals = [], []
+        if records:
+            self.train, dropped = keep_increasing(self.train, records)
+            replace_train |= dropped
+            replace_eval |= self.x_axis != "step" and bool(self.evals)  # eval times are read off the train records
+        if evals:
+            self.evals, dropped = keep_increasing(self.evals, evals)
+            replace_eval |= dropped
+        self._send(self.source, self.train, TRAIN_KEYS, True, replace_train)
+        self._send(self.eval_source, self.evals, EVAL_KEYS, False, replace_eval)
+
+    def _send(self, src, records, keys, smooth, replace: bool) -> None:
+        drawn = self._drawn.get(src.name)  # None: replace (just cleared)
+        if not replace and drawn == len(records):
+            return  # nothing new
         cols = self._columns(records, keys, smooth)
-        if stream_from is None or len(src.data.get("step", [])) != stream_from:
-            src.data = cols
-        elif len(records) > stream_from:  # the EMA is causal: the rows drawn do not change
-            src.stream({k: v[stream_from:] for k, v in cols.items()})
+        if replace or drawn is None or drawn > len(records):
+            src.data = cols  # fresh lists (``_columns``): nothing streamed later mutates what this sends
+        else:  # the EMA is causal: the rows drawn do not change
+            src.stream({k: v[drawn:] for k, v in cols.items()})
+        self._drawn[src.name] = len(records)
 
     def clear(self) -> None:
-        self.train, self.evals = [], []
-        self.source.data = self._columns([], TRAIN_KEYS, True)
-        self.eval_source.data = self._columns([], EVAL_KEYS, False)
+        """Drop what was drawn. The next ``append`` replaces the data again rather than streaming: it may come
+        in the same held message as this replacement (prefer ``append(..., restart=True)``: one change)."""
+        self.append([], [], restart=True)
+        self._drawn = {name: None for name in self._drawn}
 
     @param.depends("smoothing", "x_axis", watch=True)
     def _recompute(self) -> None:
-        self.source.data = self._columns(self.train, TRAIN_KEYS, True)
-        self.eval_source.data = self._columns(self.evals, EVAL_KEYS, False)
+        self._send(self.source, self.train, TRAIN_KEYS, True, replace=True)
+        self._send(self.eval_source, self.evals, EVAL_KEYS, False, replace=True)
         self._build()  # the x axis label
 
     # --- figures ---------------------------------------------------------------------------------------

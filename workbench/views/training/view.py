@@ -143,22 +143,23 @@ class TrainingView(pn.viewable.Viewer):
         """
         def follow():
             self.monitor.follow(path)
-            self.curves.clear()
             if refresh:
                 self.refresh_runs()
             if select:
                 self.runs.select(Path(path).name)
-            self.poll()
+            self.poll(restart=True)  # the old run's curves go in the same change as the new run's first rows
 
         pn.state.execute(follow, schedule=True)
 
-    def poll(self) -> None:
-        """Advance the monitor and draw what it says (the app calls this every second)."""
+    def poll(self, restart: bool = False) -> None:
+        """Advance the monitor and draw what it says (the app calls this every second); ``restart``: drop the
+        curves drawn (a newly followed run)."""
         update = self.monitor.poll()
-        if update.restart:
-            self.curves.clear()
+        restart = restart or update.restart
+        if update.redraw or restart:
+            # one change per source: a restart replaces its data with the records kept (see LiveCurves.append)
+            self.curves.append(update.records, update.evals, restart=restart)
         if update.redraw:
-            self.curves.append(update.records, update.evals)
             self._draw_status()
         if update.refresh_runs:
             self.refresh_runs()
