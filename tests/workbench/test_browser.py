@@ -325,10 +325,12 @@ TINY_TRAIN = {"data": "synthetic", "synthetic_docs": 60, "synthetic_mean_len": 2
               "model": {"d_model": 16, "n_layers": 1, "n_experts": 2, "top_k": 1, "d_state": 4, "d_concept": 32},
               "threads": 1, "warmup_steps": 2, "lr": 3e-3, "tensorboard": False}
 
-SOURCE_COLUMN = """(col) => {  // the values of the first Bokeh ColumnDataSource that has the column ``col``
-  for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
-    if (m.type === 'ColumnDataSource' && m.data && m.data[col] !== undefined
-        && !(col === 'step' && m.data.copy_cosine !== undefined)) return Array.from(m.data[col]);
+SOURCE_COLUMN = """(col) => {  // the values of column ``col`` of the LIVE curves' source (train, else held-out),
+  // found by name: the run comparison's sources carry the same columns
+  for (const name of ['wb-live-train', 'wb-live-eval'])
+    for (const doc of Bokeh.documents) for (const m of doc._all_models.values())
+      if (m.type === 'ColumnDataSource' && m.name === name && m.data && m.data[col] !== undefined)
+        return Array.from(m.data[col]);
   return null; }"""
 
 
