@@ -122,6 +122,26 @@ def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
     assert view.runs.table.selection == [1]
 
 
+def test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_change(state):
+    """After a new run shifts the rows, the browser may still hold the old selected index, so clicking the
+    row now at that index sends no selection change: the click event alone must pick the run."""
+    from types import SimpleNamespace
+
+    from model.train.runs import RunDir
+
+    runs = state.runs_dir
+    for i, name in enumerate(["a-run", "b-run"]):
+        RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
+    view = TrainingView(state)
+    view.runs.table.selection = [0]
+    assert view.selected_run().name == "b-run"
+    RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
+    view.refresh_runs()
+    assert view.runs.table.selection == [1]
+    view.runs._on_click(SimpleNamespace(row=0, column="name"))  # c-run, with no selection change
+    assert view.selected_run().name == "c-run"
+
+
 def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(state):
     """The browser's cost of a live view is its redraws: the poll reads every second, draws every ``redraw_s``."""
     import os

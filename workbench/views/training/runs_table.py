@@ -81,6 +81,7 @@ class RunsTable(pn.viewable.Viewer):
                                           show_index=False, height=240, layout="fit_data_table", sizing_mode="stretch_width",
                                           css_classes=["wb-training-runs"])
         self.table.param.watch(lambda *_: self._on_selection(), "selection")
+        self.table.on_click(self._on_click)
 
     @property
     def names(self) -> list[str]:
@@ -101,6 +102,14 @@ class RunsTable(pn.viewable.Viewer):
             self.selected = added[-1]
         elif self.selected not in chosen:
             self.selected = chosen[-1] if chosen else None
+
+    def _on_click(self, event) -> None:
+        """A click on a row follows that run. The selection alone cannot say so: after ``show`` replaced the
+        table (a new run on top shifts the rows), the browser may still hold the old row indices, and a click
+        that selects the row now at a held index sends no change. A click is an event, always sent."""
+        names = self.names
+        if 0 <= event.row < len(names):
+            self.selected = names[event.row]
 
     def select(self, name: str) -> None:
         """Select ``name`` alone (a run started here): the table shows what the view follows."""
