@@ -16,6 +16,11 @@ from model.ops.causal_conv1d import CONV_BACKENDS
 from model.ops.selective_scan import available_backends
 from model.schema import setting
 
+# how the MoE runs its experts (model.moe): auto = grouped where torch._grouped_mm serves the device
+# and dtype (CUDA bf16), loop elsewhere; loop = one matmul per expert with host-side split sizes
+# (the reference oracle); grouped = one device-side sort and grouped matmuls, no host sync
+MOE_DISPATCH = ("auto", "loop", "grouped")
+
 
 def scan_backends() -> tuple[str, ...]:
     """``"auto"`` and every scan backend registered with ``model.ops`` now (GPU kernels register themselves)."""
@@ -39,6 +44,9 @@ class VMMoEConfig:
     d_expert: int | None = setting(None, "expert hidden size; None = 2 * d_model", ge=1, optional=True, group="moe")
     balance_coef: float = setting(0.01, "weight of the per-segment load-balancing loss", ge=0, group="moe")
     z_loss_coef: float = setting(1e-3, "weight of the router z-loss", ge=0, group="moe")
+    moe_dispatch: str = setting("auto", "how the MoE runs its experts: auto (grouped on Hopper GPUs in bf16, where it was measured faster; loop elsewhere), "
+                                        "loop (one matmul per expert, the reference) or grouped (torch._grouped_mm "
+                                        "after a device-side sort: no host sync)", choices=MOE_DISPATCH, group="moe")
     isolate_segments: bool = setting(True, "reset state and router statistics at segment starts; False = the "
                                            "deliberately LEAKY configuration", group="isolation")
     scan_backend: str = setting("auto", "selective-scan backend (model.ops registry)", choices=scan_backends,
@@ -46,6 +54,14 @@ class VMMoEConfig:
     conv_backend: str = setting("auto", "causal-conv backend: auto (the fused Triton kernel on CUDA, PyTorch "
                                         "elsewhere), torch (the pure-PyTorch oracle) or triton",
                                 choices=CONV_BACKENDS, group="mamba")
+    residual_prediction: bool = setting(False, "predict the change: prediction = values + head(...), the head "
+                                               "zero-initialised so an untrained model is exactly copy-the-current-"
+                                               "concept", group="recipe")
+    dropout: float = setting(0.0, "dropout on the in_proj output and on each Mamba / feed-forward branch output "
+                                  "while training (off in eval and in step())", ge=0, lt=1, group="recipe")
+    input_scale: float | str = setting(1.0, "the model reads values * input_scale ('auto' = sqrt(d_concept): unit "
+                                            "concept vectors get components ~1); targets and the residual of "
+                                            "residual_prediction stay unscaled", gt=0, also=("auto",), group="recipe")
     checkpoint_blocks: bool = setting(False, "activation checkpointing per block while training: keep only each "
                                              "block's input and recompute the block in backward (less memory, "
                                              "about one more forward of time)", group="memory")
@@ -62,6 +78,10 @@ class VMMoEConfig:
             raise ValueError(f"dt_min={self.dt_min} is larger than dt_max={self.dt_max}")
 
     # derived sizes
+    @property
+    def input_scale_value(self) -> float:
+        return math.sqrt(self.d_concept) if self.input_scale == "auto" else float(self.input_scale)
+
     @property
     def d_inner(self) -> int:
         return self.expand * self.d_model

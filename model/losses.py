@@ -6,11 +6,13 @@ first concept of the next one.
 
     targets, mask = next_concept_targets(values, segment_ids)
     out = concept_loss(prediction, values, segment_ids, kind="cosine" | "mse" | "infonce")
-    m = concept_metrics(prediction, values, segment_ids)   # cosine, top1, top5, copy_* baselines
+    m = concept_metrics(prediction, values, segment_ids)   # cosine, top1, top5, copy_* and mean_* baselines
 
-Retrieval metrics rank the true next vector among all targets of the batch (in-batch candidates),
-next to the "copy the current vector" baseline, so a user sees whether the model learned more than
-copying its input.
+Retrieval metrics (top-1 / top-5) rank the true next vector among *all targets of the batch given*
+(in-batch candidates: a training step's rows, or one evaluation group of ``rows_per_step`` rows), next
+to two baselines measured on the same candidates: "copy the current vector" (``copy_*``) and "the
+running mean of the segment so far" (``mean_*``), so a user sees whether the model learned more than
+copying its input or averaging its context.
 """
 from __future__ import annotations
 
@@ -152,23 +154,42 @@ def _ranks(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     return torch.cat(ranks)
 
 
+def running_mean(values: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+    """(rows, L, d): at each real position the mean of its segment's vectors up to and including it; 0 at padding."""
+    ids = segment_ids.long()
+    rows, L = ids.shape
+    pos = torch.arange(L, device=ids.device).expand(rows, L)
+    start = torch.ones_like(ids, dtype=torch.bool)
+    start[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    first = torch.where(start, pos, torch.zeros_like(pos)).cummax(dim=1).values  # segment start of each position
+    real = (ids >= 0)[..., None]
+    cs = (values.double() * real).cumsum(dim=1)
+    before = torch.where((first > 0)[..., None], cs.gather(1, (first - 1).clamp(min=0)[..., None].expand_as(cs)),
+                         torch.zeros_like(cs))
+    count = (pos - first + 1)[..., None].to(cs.dtype)
+    return ((cs - before) / count * real).to(values.dtype)
+
+
 @torch.no_grad()
 def concept_metrics(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor) -> dict:
     """Next-concept quality of ``prediction`` against the copy-the-input baseline.
 
     Returns floats: ``cosine`` (mean cos to the target), ``top1``/``top5`` (the target ranks first /
-    in the first five among all targets of the batch), ``copy_cosine``/``copy_top1`` (the same for
-    predicting values[t] itself), and ``n_targets``.
+    in the first five among the candidates: all ``n_targets`` targets of this batch), the same three for
+    two baselines, ``copy_*`` (predicting values[t] itself) and ``mean_*`` (predicting the running mean
+    of the segment up to t), and ``n_targets`` (= the number of candidates each target is ranked among).
     """
     _check(prediction, values, segment_ids)
     targets, mask = next_concept_targets(values, segment_ids)
     n = int(mask.sum())
+    keys = [f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")]
     if n == 0:
-        nan = float("nan")
-        return {"cosine": nan, "top1": nan, "top5": nan, "copy_cosine": nan, "copy_top1": nan, "n_targets": 0}
-    pred, tgt, cur = prediction[mask].float(), targets[mask].float(), values[mask].float()
-    ranks, copy_ranks = _ranks(pred, tgt), _ranks(cur, tgt)
-    return {"cosine": float(F.cosine_similarity(pred, tgt, dim=-1).mean()),
-            "top1": float((ranks < 1).float().mean()), "top5": float((ranks < 5).float().mean()),
-            "copy_cosine": float(F.cosine_similarity(cur, tgt, dim=-1).mean()),
-            "copy_top1": float((copy_ranks < 1).float().mean()), "n_targets": n}
+        return {**{k: float("nan") for k in keys}, "n_targets": 0}
+    tgt = targets[mask].float()
+    out = {}
+    for p, guess in (("", prediction[mask]), ("copy_", values[mask]), ("mean_", running_mean(values, segment_ids)[mask])):
+        guess = guess.float()
+        ranks = _ranks(guess, tgt)
+        out.update({f"{p}cosine": float(F.cosine_similarity(guess, tgt, dim=-1).mean()),
+                    f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean())})
+    return {**out, "n_targets": n}

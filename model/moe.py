@@ -6,6 +6,16 @@ row, that is a leak from one sequence into the next. Here every token is sent to
 whatever the load, so a token's output is a function of that token alone. Tokens are grouped per
 expert by one sort (no per-token Python loop); the experts run one matmul each.
 
+Two dispatch paths (``VMMoEConfig.moe_dispatch``), equal up to rounding:
+
+* ``loop`` -- the reference oracle: real tokens picked with ``nonzero``, split sizes taken to the
+  host, one matmul per expert. Two host syncs per layer (on an H200 they cost 114 -> 71 ms a step).
+* ``grouped`` -- no host sync: the router runs on every position and padding is masked out of the
+  output and of every statistic; the (token, slot) pairs are sorted by expert on the device, group
+  ends come from ``searchsorted`` on the sorted experts, and each SwiGLU matmul is one
+  ``torch._grouped_mm``. Padding pairs are given to the last expert with a zeroed input, so they
+  add exact zeros (no rows outside the groups, whose contents ``_grouped_mm`` leaves undefined).
+
 Why per-segment balance statistics: the load-balancing loss needs counts over "a sequence"; taken
 over a packed row, the gradient of one sequence's router would depend on its neighbours. We use
 DeepSeek-V3's sequence-wise form, one loss per segment, averaged over segments:
@@ -25,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import VMMoEConfig
+from model.config import MOE_DISPATCH, VMMoEConfig
 from model.segments import global_segment_index
 
 
@@ -65,7 +75,8 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, d_hidden, bias=False)
         self.down = nn.Linear(d_hidden, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True):
+    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True,
+                segment_index=None):
         # x : (B, L, D); token-wise, so the layout is not needed; signature matches MoE
         return self.down(F.silu(self.gate(x)) * self.up(x)), None
 
@@ -89,6 +100,79 @@ class Experts(nn.Module):
             # xe : (counts[e], D)
             outs.append((F.silu(xe @ self.w_gate[e]) * (xe @ self.w_up[e])) @ self.w_down[e])
         return torch.cat(outs)
+
+    def forward_grouped(self, x_sorted: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """x_sorted (M, D) grouped by expert, ends (E,) int32 end row of each group (ends[-1] = M) -> (M, D).
+
+        The same SwiGLU as ``forward``, three grouped matmuls, no host sync. Under autocast the
+        operands are cast to the autocast dtype here (``_grouped_mm`` is not on autocast's lists).
+        """
+        dt = _compute_dtype(x_sorted)
+        xs = x_sorted.to(dt)
+        with torch.autocast(device_type=x_sorted.device.type, enabled=False):
+            hid = F.silu(_gmm(xs, self.w_gate.to(dt), ends)) * _gmm(xs, self.w_up.to(dt), ends)  # (M, H)
+            return _gmm(hid, self.w_down.to(dt), ends)                                          # (M, D)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on x computes in: autocast's when autocast is on for x's device, else x's."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+class _GroupedMM(torch.autograd.Function):
+    """y[rows of group e] = x[rows of group e] @ w[e]; backward is grouped matmuls too.
+
+    Our own Function rather than ``_grouped_mm``'s autograd: that one refuses the stride-0 gradients
+    an ``expand`` (a ``.sum()``) hands back, and here the gradients are made contiguous first.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, ends):
+        # x : (M, K), w : (E, K, N), ends : (E,) int32 -> (M, N)
+        ctx.save_for_backward(x, w, ends)
+        return torch._grouped_mm(x, w, offs=ends)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, ends = ctx.saved_tensors
+        dy = dy.contiguous()                                     # (M, N)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = torch._grouped_mm(dy, w.transpose(-2, -1), offs=ends)      # (M, K)
+        if ctx.needs_input_grad[1]:
+            # contraction over each group's rows: (K, M) x (M, N) -> (E, K, N); empty group -> 0
+            dw = torch._grouped_mm(x.t(), dy, offs=ends)
+        return dx, dw, None
+
+
+def _gmm(x: torch.Tensor, w: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    return _GroupedMM.apply(x.contiguous(), w.contiguous(), ends)
+
+
+def _grouped_measured_faster(device: torch.device) -> bool:
+    """A Hopper GPU (compute capability 9.x), where ``bench_moe`` measured the grouped path faster."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def grouped_supported(device: torch.device, dtype: torch.dtype, dims: tuple[int, ...]) -> bool:
+    """Whether ``torch._grouped_mm`` serves this device and compute dtype at these matrix sizes.
+
+    CUDA: bf16 only (the kernel's check; Hopper is its fast path). CPU: fp32/bf16/fp16 (ATen's
+    fallback; correct, used by the tests). Strides must be 16-byte multiples.
+    """
+    if not hasattr(torch, "_grouped_mm"):
+        return False
+    if device.type == "cuda":
+        ok_dtype = dtype == torch.bfloat16
+    elif device.type == "cpu":
+        ok_dtype = dtype in (torch.float32, torch.bfloat16, torch.float16)
+    else:
+        ok_dtype = False
+    align = 16 // torch.empty((), dtype=dtype).element_size()
+    return ok_dtype and all(d % align == 0 for d in dims)
 
 
 class Router(nn.Module):
@@ -114,18 +198,45 @@ class MoE(nn.Module):
         self.balance_coef, self.z_loss_coef = config.balance_coef, config.z_loss_coef
         self.router = Router(config.d_model, config.n_experts)
         self.experts = Experts(config.n_experts, config.d_model, config.d_expert_value)
+        if config.moe_dispatch not in MOE_DISPATCH:
+            raise ValueError(f"moe_dispatch={config.moe_dispatch!r}: expected one of {MOE_DISPATCH}")
+        self.dispatch = config.moe_dispatch
 
-    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True):
+    def use_grouped(self, x: torch.Tensor) -> bool:
+        """The dispatch path for this input: grouped when asked for and supported, else loop."""
+        if self.dispatch == "loop" or (self.dispatch == "auto" and not _grouped_measured_faster(x.device)):
+            # auto: grouped only where it was measured faster. H200 (benchmarks/bench_moe.py --device cuda,
+            # rows 4 x 2048, width 768, E=8, k=2, bf16): 5.9 ms against 11.5 ms for the loop, and no host
+            # sync. CPU (shared 2-core box): 1.3-1.5x at best, medians too noisy to switch. Other GPUs:
+            # not measured, so the loop, the reference.
+            return False
+        D, H = self.experts.w_gate.shape[1:]
+        return grouped_supported(x.device, _compute_dtype(x), (D, H))
+
+    def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True, *,
+                segment_index: tuple[torch.Tensor, int] | None = None):
         """x (B, L, D); segment_ids (B, L) (None = each row is one segment).
 
         isolate=False computes the balance loss over whole rows (crossing segments): the leak the
         audit must catch. Routing itself is token-wise in both cases.
+
+        segment_index: ``global_segment_index(segment_ids)`` computed once by the caller. Its segment
+        count S sizes the statistics, so computing it here is a host sync; pass it to have none.
         """
         B, L, D = x.shape
-        E, k = self.n_experts, self.top_k
         if segment_ids is None:
             segment_ids = torch.zeros(B, L, dtype=torch.long, device=x.device)
-        gidx, S = global_segment_index(segment_ids)
+        if segment_index is None:
+            segment_index = global_segment_index(segment_ids)     # one host sync (int(S))
+        gidx, S = segment_index
+        if self.use_grouped(x):
+            return self._forward_grouped(x, gidx, S, isolate)
+        return self._forward_loop(x, gidx, S, isolate)
+
+    def _forward_loop(self, x: torch.Tensor, gidx: torch.Tensor, S: int, isolate: bool):
+        """The reference oracle: real tokens by ``nonzero``, experts by host-side split sizes."""
+        B, L, D = x.shape
+        E, k = self.n_experts, self.top_k
         gidx = gidx.reshape(-1)                                  # (B*L,)
         real_pos = (gidx >= 0).nonzero().squeeze(1)              # (N,) flat positions of real tokens
         seg = gidx[real_pos]                                     # (N,) global segment of each token
@@ -180,13 +291,90 @@ class MoE(nn.Module):
         # a fixed-order sum over the k slots (no atomics): deterministic on every device
         return (y.view(N, k, D) * gates[..., None]).sum(1)
 
+    def _forward_grouped(self, x: torch.Tensor, gidx: torch.Tensor, S: int, isolate: bool):
+        """The same layer as ``_forward_loop`` with no host sync: every position is computed, padding
+        is masked (``torch.where``, never a multiply: garbage there may be inf) out of the output and
+        the statistics, and the experts run as grouped matmuls over a device-side sort."""
+        B, L, D = x.shape
+        E, k = self.n_experts, self.top_k
+        P = B * L
+        gidx = gidx.reshape(-1)                                  # (P,)
+        real = gidx >= 0                                         # (P,) bool
+        n_real = real.sum().float()                              # () on the device
+        # padding goes to a dump group S (rows: B) that is sliced off; S is a host int already
+        seg = torch.where(real, gidx, S)                         # (P,)
+        row = torch.where(real, torch.arange(P, device=x.device) // L, B)  # (P,)
 
-def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int):
-    """Per-group token count T (G,), expert choice counts (G, E) and summed router probs (G, E)."""
-    T = torch.zeros(G, device=probs.device).index_add(0, group, torch.ones_like(group, dtype=torch.float32))
+        # zeroed padding input: padding pairs then add exact zeros in the experts and the router
+        x_all = torch.where(real[:, None], x.reshape(P, D), 0)  # (P, D)
+        logits = self.router(x_all)                              # (P, E) float32
+        probs_all = logits.softmax(-1)                           # (P, E)
+        probs = torch.where(real[:, None], probs_all, 0)
+        top_p, top_idx = probs_all.topk(k, dim=-1)               # (P, k)
+        gates = torch.where(real[:, None], top_p / top_p.sum(-1, keepdim=True), 0).to(x.dtype)
+        y_all = self._dispatch_grouped(x_all, torch.where(real[:, None], top_idx, E - 1), gates)  # (P, D)
+        out = torch.where(real[:, None], y_all.to(x.dtype), 0).view(B, L, D)
+
+        T_seg, counts_seg, psum_seg = _group_sums(probs, top_idx, seg, S + 1, E, real)
+        T_seg, counts_seg, psum_seg = T_seg[:S], counts_seg[:S], psum_seg[:S]
+        if isolate:
+            balance_per_segment = _balance_loss(T_seg, counts_seg, psum_seg, E, k)   # (S,)
+            balance = balance_per_segment.mean()
+        else:
+            T_row, counts_row, psum_row = _group_sums(probs, top_idx, row, B + 1, E, real)
+            T_row, counts_row, psum_row = T_row[:B], counts_row[:B], psum_row[:B]
+            has = T_row > 0                                      # rows with a real token
+            # all-padding rows: T clamped to 1 gives 0 / 1 = 0 (no NaN), then left out of the mean
+            balance_per_row = _balance_loss(T_row.clamp(min=1), counts_row, psum_row, E, k)  # (B,)
+            balance = torch.where(has, balance_per_row, 0).sum() / has.sum()
+            # the row of each segment (every token of a segment writes the same row)
+            seg_row = torch.zeros(S + 1, dtype=torch.long, device=x.device).index_copy(
+                0, seg, torch.where(real, row, 0))[:S]
+            balance_per_segment = balance_per_row[seg_row]
+        z_tok = torch.where(real, torch.logsumexp(logits, dim=-1).pow(2), 0)  # (P,) float32
+        z = z_tok.sum() / n_real
+        z_per_segment = torch.zeros(S + 1, device=x.device).index_add(0, seg, z_tok)[:S] / T_seg
+
+        stats = RoutingStats(
+            probs=probs.detach().view(B, L, E),
+            topk_idx=torch.where(real[:, None], top_idx, -1).view(B, L, k),
+            expert_share_per_segment=counts_seg / (k * T_seg[:, None]),
+            balance_loss_per_segment=balance_per_segment,
+            z_loss_per_segment=z_per_segment,
+            load=counts_seg.sum(0) / (k * n_real),
+            aux_loss_per_segment=self.balance_coef * balance_per_segment + self.z_loss_coef * z_per_segment,
+        )
+        loss = self.balance_coef * balance + self.z_loss_coef * z
+        return out, MoEAux(loss=loss, balance=balance, z=z, stats=stats)
+
+    def _dispatch_grouped(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``_dispatch`` without a host sync: x (N, D), top_idx/gates (N, k) -> (N, D)."""
+        N, D = x.shape
+        k = top_idx.shape[1]
+        flat = top_idx.reshape(-1)                               # (N*k,) expert of each assignment
+        experts_sorted, order = flat.sort(stable=True)           # assignments grouped by expert
+        # end row of each expert's group, on the device (bincount would sync on CUDA: it sizes its
+        # output by the input's max); every pair has an expert < E, so ends[-1] = N*k
+        ends = torch.searchsorted(experts_sorted, torch.arange(self.n_experts, device=x.device),
+                                  right=True, out_int32=True)    # (E,) int32
+        y_sorted = self.experts.forward_grouped(x[order // k], ends)  # (N*k, D)
+        y = torch.empty_like(y_sorted).index_copy(0, order, y_sorted)  # back to (token, slot) order
+        # the same fixed-order sum over the k slots as _dispatch (no atomics)
+        return (y.view(N, k, D) * gates[..., None]).sum(1)
+
+
+def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int,
+                weight: torch.Tensor | None = None):
+    """Per-group token count T (G,), expert choice counts (G, E) and summed router probs (G, E).
+
+    weight (N,) bool: which tokens count (the grouped path's real tokens; the others still land in
+    their group -- a dump group -- but add 0). None = all.
+    """
+    ones = torch.ones_like(group, dtype=torch.float32) if weight is None else weight.float()  # (N,)
+    T = torch.zeros(G, device=probs.device).index_add(0, group, ones)
     slot = (group[:, None] * E + top_idx).reshape(-1)            # (N*k,) flat (group, expert) index
     counts = torch.zeros(G * E, device=probs.device).index_add(
-        0, slot, torch.ones(slot.numel(), device=probs.device)).view(G, E)
+        0, slot, ones[:, None].expand(-1, top_idx.shape[1]).reshape(-1)).view(G, E)
     psum = torch.zeros(G, E, device=probs.device, dtype=probs.dtype).index_add(0, group, probs)
     return T, counts, psum
 

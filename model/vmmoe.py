@@ -1,7 +1,15 @@
 """VMMoE: a Vector Mamba Mixture-of-Experts over concept vectors, leak-free on packed rows.
 
-    values (rows, L, d_concept) -> in_proj -> [RMSNorm -> Mamba, RMSNorm -> MoE | MLP] x n_layers
+    values (rows, L, d_concept) * input_scale -> in_proj -> dropout
+        -> [+ dropout(Mamba(RMSNorm)), + dropout(MoE | MLP(RMSNorm))] x n_layers
         -> RMSNorm -> head -> prediction (rows, L, d_concept)   (the next concept, one per position)
+        (residual_prediction: prediction = values + head(...), values unscaled; head zero-initialised)
+
+``input_scale`` multiplies only what the model *reads*: unit concept vectors have components ~0.05,
+scaled by sqrt(d_concept) they are ~1 like the residual stream the blocks add to. The residual of
+``residual_prediction`` is the unscaled input (the prediction lives in the targets' units), so an
+untrained residual model predicts exactly the current concept, whatever the scale. Dropout is
+token-wise (it never mixes positions) and keeps zeros zero, so padding stays exactly 0.
 
 Every sequence-wise op receives the segment layout and never crosses it: the Mamba conv and scan
 get ``seq_idx = segment_ids`` (state reset at each segment start), the MoE computes its balance
@@ -21,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -28,7 +37,7 @@ from model.config import VMMoEConfig
 from model.mamba import MambaMixer
 from model.moe import MoE, RoutingStats, SwiGLU
 from model.norm import RMSNorm
-from model.segments import check_finite, validate_segment_ids
+from model.segments import check_finite, global_segment_index, validate_segment_ids
 from model.trace import Trace, TraceRecorder
 
 
@@ -82,16 +91,18 @@ class Block(nn.Module):
     def __init__(self, config: VMMoEConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
+        self.dropout = config.dropout
         self.norm1 = RMSNorm(config.d_model, config.norm_eps)
         self.mixer = MambaMixer(config)
         self.norm2 = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = MoE(config) if config.is_moe_layer(layer_idx) else SwiGLU(config.d_model, config.d_expert_value)
 
-    def forward(self, h: torch.Tensor, seq_idx: torch.Tensor | None, segment_ids: torch.Tensor, isolate: bool):
-        # h : (B, L, D)
-        h = h + self.mixer(self.norm1(h), seq_idx)
-        f, aux = self.ffn(self.norm2(h), segment_ids, isolate)
-        return h + f, aux
+    def forward(self, h: torch.Tensor, seq_idx: torch.Tensor | None, segment_ids: torch.Tensor, isolate: bool,
+                segment_index: tuple[torch.Tensor, int] | None = None):
+        # h : (B, L, D); segment_index: global_segment_index(segment_ids), computed once per forward by the model
+        h = h + F.dropout(self.mixer(self.norm1(h), seq_idx), self.dropout, self.training)
+        f, aux = self.ffn(self.norm2(h), segment_ids, isolate, segment_index=segment_index)
+        return h + F.dropout(f, self.dropout, self.training), aux
 
     def step(self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor) -> torch.Tensor:
         # h : (B, D); one token per row, so each row is its own one-token segment for the FFN
@@ -115,6 +126,9 @@ class VMMoE(nn.Module):
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
         self.head = nn.Linear(config.d_model, config.d_concept)
         self._rescale_residual_branches()
+        if config.residual_prediction:  # start exactly at copy-the-current-concept: the head predicts the change
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @torch.no_grad()
     def _rescale_residual_branches(self) -> None:
@@ -147,7 +161,8 @@ class VMMoE(nn.Module):
         seq_idx = segment_ids if cfg.isolate_segments else None
         rec = TraceRecorder(segment_ids, cfg.isolate_segments) if trace else None
 
-        h = self.in_proj(values.to(self.in_proj.weight.dtype)) * real  # (rows, L, D), padding exactly 0
+        x = values.to(self.in_proj.weight.dtype) * cfg.input_scale_value
+        h = F.dropout(self.in_proj(x), cfg.dropout, self.training) * real  # (rows, L, D), padding exactly 0
         if rec is not None:
             rec.residual(h)
         aux_loss = values.new_zeros((), dtype=torch.float32)
@@ -156,12 +171,14 @@ class VMMoE(nn.Module):
         # checkpointing: save only each block's input and recompute the block in backward (the scan and
         # conv kernels are deterministic and the MoE dropless, so the recompute matches the forward)
         ckpt = cfg.checkpoint_blocks and self.training and torch.is_grad_enabled()
+        # the segment numbering the MoE layers' statistics need costs a host sync: once here, not once per layer
+        seg_index = global_segment_index(segment_ids) if cfg.moe_layers else None
         for block in self.layers:
             if ckpt:
                 h, aux = torch.utils.checkpoint.checkpoint(block, h, seq_idx, segment_ids, cfg.isolate_segments,
-                                                           use_reentrant=False)
+                                                           seg_index, use_reentrant=False)
             else:
-                h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments)
+                h, aux = block(h, seq_idx, segment_ids, cfg.isolate_segments, seg_index)
             if aux is not None:
                 aux_loss, balance, z = aux_loss + aux.loss, balance + aux.balance, z + aux.z
                 routing.append(aux.stats)
@@ -169,7 +186,10 @@ class VMMoE(nn.Module):
                     rec.routing(block.layer_idx, aux.stats)
             if rec is not None:
                 rec.residual(h)
-        prediction = self.head(self.norm_f(h)) * real            # (rows, L, d_concept)
+        prediction = self.head(self.norm_f(h))                   # (rows, L, d_concept)
+        if cfg.residual_prediction:
+            prediction = values.to(prediction.dtype) + prediction
+        prediction = prediction * real                           # padding exactly 0
         return VMMoEOutput(prediction=prediction, aux_loss=aux_loss, aux={"balance": balance, "z": z},
                            routing=routing, trace=rec.finish() if rec is not None else None)
 
@@ -208,7 +228,9 @@ class VMMoE(nn.Module):
         if not x_t.is_floating_point():
             raise ValueError(f"x_t must be a float tensor, got {x_t.dtype}")
         check_finite(x_t, "x_t")
-        h = self.in_proj(x_t.to(self.in_proj.weight.dtype))      # (rows, D)
+        cfg = self.config
+        h = self.in_proj(x_t.to(self.in_proj.weight.dtype) * cfg.input_scale_value)  # (rows, D); no dropout
         for block, conv_state, ssm_state in zip(self.layers, cache.conv_states, cache.ssm_states):
             h = block.step(h, conv_state, ssm_state)
-        return self.head(self.norm_f(h))
+        prediction = self.head(self.norm_f(h))
+        return x_t.to(prediction.dtype) + prediction if cfg.residual_prediction else prediction

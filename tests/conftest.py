@@ -17,6 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One data folder per test session: the default store is built there once and shared.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="vmmoe-test-home-"))
 os.environ["VMMOE_HOME"] = str(_SESSION_HOME)
+# The suite's default store is the small "quick" corpus (language reference + a few modules), not the full one.
+os.environ["VMMOE_CORPUS"] = "quick"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def vmmoe_home() -> Path:
 
 @pytest.fixture(scope="session")
 def default_store(vmmoe_home):
-    """The default concept store (CPython's language reference), built once per session."""
+    """The default concept store (the quick corpus: CPython's language reference and a few modules), built once per session."""
     from model.concepts import open_default_store
 
     return open_default_store()

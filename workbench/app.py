@@ -136,8 +136,9 @@ class WorkbenchApp(pn.viewable.Viewer):
                 self.state.notify(f"the default concept store could not be opened: {job.error}", "error")
             self._store_progress.visible = not job.finished
             self._store_progress.value = int(100 * job.fraction) if job.total else -1
-            building = (f"Building the default concept store: {job.done}/{job.total} sentences encoded…" if job.total
-                        else "Building the default concept store (reading the corpus, loading the encoder)…")
+            what = f"the default concept store ({services.default_corpus_label()})"
+            building = (f"Building {what}, first start only: {job.done}/{job.total} sentences encoded…" if job.total
+                        else f"Opening {what} (on a first start: reading the corpus, loading the encoder)…")
             self._store_status.object = building if not job.finished else "Default store unavailable" if job.error else ""
         if self.state.store is not None:
             self._store_progress.visible = False

@@ -97,6 +97,16 @@ class BackgroundJob:
         return self.done / self.total if self.total else 0.0
 
 
+def default_corpus_label() -> str:
+    """'full corpus' / 'quick corpus' ($VMMOE_CORPUS), for the first-start message."""
+    from model.concepts.default_corpus import default_corpus_name
+
+    try:
+        return f"{default_corpus_name()} corpus"
+    except ValueError:  # an unknown $VMMOE_CORPUS: the job itself reports it
+        return "unknown corpus"
+
+
 def default_store_job() -> BackgroundJob:
     """The process-wide job that opens (and on a first start builds) the default concept store."""
     def open_store(progress):

@@ -7,6 +7,8 @@ import json
 import sys
 
 from model.train import TrainConfig, list_runs, resume_run, run_training, start_run
+from model.train.runs import RunDir
+from model.train.summary import summarize_run
 from model.train.config import config_help
 from model.train.runs import RunDir
 
@@ -50,7 +52,10 @@ def train(args: argparse.Namespace) -> int:
         state, path = run_training(cfg, run_dir=run_dir, runs_dir=args.runs_dir, resume=bool(args.resume))
     except KeyboardInterrupt:
         return interrupted()
-    print(f"run {path}: {state}")
+    st = RunDir(path).status()
+    early = f" (stopped early at step {st.get('step')})" if st.get("stopped_early") else ""
+    best = f"; best checkpoint: {st['best_checkpoint']}" if st.get("best_checkpoint") else ""
+    print(f"run {path}: {state}{early}; {st.get('verdict') or summarize_run(path).verdict()}{best}")
     return 0
 
 
@@ -68,8 +73,11 @@ def runs(args: argparse.Namespace) -> int:
     if not rows:
         print("no runs")
         return 0
-    print(f"{'name':40} {'state':9} {'step':>11} {'packing':13} {'eval loss':>9}")
+    print(f"{'name':40} {'state':9} {'step':>11} {'packing':13} {'eval loss':>9} {'best cos':>8} {'copy':>5}  verdict")
     for r in rows:
         loss = f"{r['eval_loss']:.4f}" if r["eval_loss"] is not None else "-"
-        print(f"{r['name']:40} {r['state'] or '?':9} {r['step']:>5}/{r['steps'] or '?':<5} {r['packing'] or '?':13} {loss:>9}")
+        best = f"{r['best_eval_cosine']:.3f}" if r.get("best_eval_cosine") is not None else "-"
+        copy = f"{r['copy_cosine']:.3f}" if r.get("copy_cosine") is not None else "-"
+        print(f"{r['name']:40} {r['state'] or '?':9} {r['step']:>5}/{r['steps'] or '?':<5} {r['packing'] or '?':13} "
+              f"{loss:>9} {best:>8} {copy:>5}  {r.get('verdict', '')}")
     return 0

@@ -17,7 +17,9 @@ Modules, lower layers first (each imports only those above it):
 - ``sequences``: graph chains, document sequences and distractors (on a store's read API);
 - ``synced_index``: the index kept in step with the database (generations, manifest, repair);
 - ``curation``: which status a sentence gets and why;
-- ``store``: ``ConceptStore``, the facade over them; ``default_corpus``: the built-in store.
+- ``store``: ``ConceptStore``, the facade over them; ``stdlib_corpus``: the offline corpus (language
+  reference and standard-library docstrings); ``default_corpus``: the built-in store built from it
+  (``open_default_store(corpus="full"|"quick")``, ``$VMMOE_CORPUS``).
 
 The names below are looked up on first use, so that ``import model.concepts`` does not load FAISS
 or sentence-transformers (seconds) for a caller that needs neither.
@@ -48,6 +50,10 @@ _EXPORTS = {
     "graph_chains": "model.concepts.sequences",
     "open_default_store": "model.concepts.default_corpus",
     "default_store_path": "model.concepts.default_corpus",
+    "default_corpus_name": "model.concepts.default_corpus",
+    "CorpusDocument": "model.concepts.stdlib_corpus",
+    "stdlib_documents": "model.concepts.stdlib_corpus",
+    "quick_documents": "model.concepts.stdlib_corpus",
 }
 
 __all__ = sorted(_EXPORTS)

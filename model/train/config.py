@@ -31,6 +31,9 @@ from model.schema import Spec, setting
 OWNER = "train config"  # how error messages name a TrainConfig
 # VMMoEConfig keys a run does not take from its config: the data sets one, the packing mode the other
 MODEL_KEYS_SET_BY_RUN = ("d_concept", "isolate_segments")
+# The training recipe's model settings (model/train/README.md, "recipe"): a run's model starts from these,
+# its ``model`` table overrides them. VMMoEConfig's own defaults stay the bare architecture.
+RECIPE_MODEL = {"residual_prediction": True, "dropout": 0.1}
 
 
 @dataclass
@@ -52,7 +55,8 @@ class TrainConfig:
                            group="layout")
     rows_per_step: int = setting(8, "packed rows per optimizer step (per process under DDP)", ge=1, group="layout")
     # optimisation
-    steps: int = setting(500, "optimizer steps", ge=1, group="optimisation")
+    steps: int = setting(800, "optimizer steps (early stopping usually ends a run on real text sooner)", ge=1,
+                         group="optimisation")
     lr: float = setting(1e-3, "peak learning rate (AdamW)", gt=0, lt=1, group="optimisation")
     min_lr_ratio: float = setting(0.1, "cosine decay ends at lr * min_lr_ratio", ge=0, le=1, group="optimisation")
     warmup_steps: int = setting(20, "linear warm-up steps", ge=0, group="optimisation")
@@ -69,7 +73,10 @@ class TrainConfig:
     precision: str = setting("auto", "compute dtype; auto = bf16 autocast on CUDA cards that support it, else fp32",
                              choices=PRECISIONS, group="run")
     threads: int = setting(0, "torch CPU threads; 0 keeps torch's default", ge=0, group="run")
-    eval_every: int = setting(50, "evaluate every N steps; 0: only at the start and the end", ge=0, group="run")
+    eval_every: int = setting(25, "evaluate every N steps; 0: only at the start and the end", ge=0, group="run")
+    early_stopping_patience: int = setting(4, "stop after this many evaluations in a row without a lower held-out "
+                                              "loss (the run ends 'finished', stopped_early); 0 = off", ge=0,
+                                           group="run")
     checkpoint_every: int = setting(100, "checkpoint every N steps; 0: only when stopping or finishing", ge=0,
                                     group="run")
     keep_checkpoints: int = setting(3, "newest checkpoints kept", ge=1, group="run")
@@ -117,7 +124,7 @@ class TrainConfig:
 
     def model_config(self, d_concept: int) -> VMMoEConfig:
         """The VMMoEConfig for this run: ``model`` overrides, the data's d_concept, resets per packing."""
-        d = dict(self.model)
+        d = {**RECIPE_MODEL, **self.model}
         if "d_concept" in d and d["d_concept"] != d_concept:
             raise ValueError(f"model.d_concept={d['d_concept']} but the data's vectors have {d_concept} dimensions")
         if "isolate_segments" in d and d["isolate_segments"] != self.isolate_segments:
@@ -152,7 +159,7 @@ class TrainConfig:
         keys a run may set, named ``"model.<key>"`` (group "model"). Each ``Spec`` carries the widget kind,
         default, choices, bounds and help; ``from_form`` takes the values back."""
         own = [s for s in schema.specs(cls) if s.name != "model"]
-        model = [dataclasses.replace(s, name=f"model.{s.name}", group="model")
+        model = [dataclasses.replace(s, name=f"model.{s.name}", group="model", default=RECIPE_MODEL.get(s.name, s.default))
                  for s in schema.specs(VMMoEConfig) if s.name not in MODEL_KEYS_SET_BY_RUN]
         return own + model
 
@@ -183,5 +190,6 @@ def config_help() -> str:
     lines.append("  [model] table (VMMoEConfig; d_concept comes from the data, isolate_segments from packing):")
     for s in schema.specs(VMMoEConfig):
         if s.name not in MODEL_KEYS_SET_BY_RUN:
+            s = dataclasses.replace(s, default=RECIPE_MODEL.get(s.name, s.default))
             lines.append(f"    {s.name:20} {s.describe()}")
     return "\n".join(lines)

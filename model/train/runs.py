@@ -8,7 +8,9 @@ A run folder::
         metrics.jsonl          one JSON object per train step and per evaluation ("split": "train" | "eval")
         tb/                    TensorBoard event files
         checkpoints/step_000120/   model.safetensors, config.json, trainer.pt, meta.json (sha256 of each file)
-        checkpoints/latest     name of the newest complete checkpoint
+        checkpoints/latest     name of the newest complete checkpoint (what a resume continues from)
+        checkpoints/best/      the weights with the lowest held-out loss so far (replaced atomically, never
+                               pruned by keep_checkpoints; load it for inference, not for resuming)
         lock                   flock-ed by the one process training the run, for its whole life (RunLock)
         STOP                   created by stop(): the run checkpoints and exits at the next step boundary
         run.log                the process's stdout/stderr (runs started with start_run)
@@ -49,9 +51,12 @@ from model.device import resolve_device
 from model.fileio import atomic_write, atomic_write_json, fsync_dir, home, sha256_file
 from model.train.config import TrainConfig
 from model.train.data import load_sequences
+from model.train.metrics import METRICS_FILE, MetricsTail, read_metrics
+from model.train.summary import summarize_run
 from model.vmmoe import VMMoE
 
 CHECKPOINT_FILES = ("model.safetensors", "config.json", "trainer.pt")
+BEST = "best"  # checkpoints/best: the lowest held-out loss
 LOCK_FILE = "lock"
 LOCK_FD_ENV = "VMMOE_RUN_LOCK_FD"  # start_run hands its held lock to the child through this descriptor
 _ACQUIRE_GRACE = 1.0  # s a holder retries LOCK_NB: a reader's probe holds LOCK_SH for microseconds
@@ -199,7 +204,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / "config.json"
         self.status_file = self.path / "status.json"
-        self.metrics_file = self.path / "metrics.jsonl"
+        self.metrics_file = self.path / METRICS_FILE
         self.checkpoints = self.path / "checkpoints"
         self.tensorboard = self.path / "tb"
         self.stop_file = self.path / "STOP"
@@ -265,6 +270,19 @@ class RunDir:
             return []
         return sorted(p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step_"))
 
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / BEST
+
+    def best_checkpoint(self) -> Path | None:
+        """``checkpoints/best`` (the lowest held-out loss) when one was saved."""
+        return self.best if (self.best / "meta.json").is_file() else None
+
+    def loadable_checkpoints(self) -> list[Path]:
+        """What a checkpoint picker offers: every step checkpoint, oldest first, then ``best`` if any."""
+        best = self.best_checkpoint()
+        return self.checkpoint_dirs() + ([best] if best else [])
+
     def latest_checkpoint(self) -> Path | None:
         pointer = self.checkpoints / "latest"
         if pointer.is_file():
@@ -273,58 +291,6 @@ class RunDir:
                 return p
         dirs = self.checkpoint_dirs()
         return dirs[-1] if dirs else None
-
-
-def read_metrics(run_dir: str | Path, split: str | None = None) -> list[dict]:
-    """All metric records of a run (``split`` "train" or "eval" filters); a half-written last line is skipped."""
-    return MetricsTail(run_dir, split).read()
-
-
-class MetricsTail:
-    """Follows a run's ``metrics.jsonl``: each ``read()`` parses only the lines appended since the last one.
-
-    A dashboard polls a live run every second; re-reading the whole file each time would cost O(steps)
-    per poll. A half-written last line is left for the next read. When the file is replaced (a resumed
-    run rewrites it without the steps after its checkpoint) ``read()`` starts over from its first line
-    and sets ``restarted``, so the reader can drop what it had.
-    """
-
-    def __init__(self, run_dir: str | Path, split: str | None = None):
-        self.path = RunDir(run_dir).metrics_file
-        self.split = split
-        self.restarted = False
-        self._offset = 0
-        self._file_id: tuple[int, int] | None = None  # (device, inode) of the file read so far
-
-    def read(self) -> list[dict]:
-        """The new complete records (all of them on the first call or after the file was replaced)."""
-        self.restarted = False
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self.restarted = self._offset > 0
-            self._offset, self._file_id = 0, None
-            return []
-        file_id = (st.st_dev, st.st_ino)
-        if (self._file_id is not None and file_id != self._file_id) or st.st_size < self._offset:
-            self.restarted, self._offset = True, 0
-        self._file_id = file_id
-        if st.st_size == self._offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read(st.st_size - self._offset)
-        end = chunk.rfind(b"\n") + 1  # complete lines only
-        self._offset += end
-        records = []
-        for line in chunk[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line broken by a crash mid-write (the next one starts clean)
-            if self.split is None or rec.get("split") == self.split:
-                records.append(rec)
-        return records
 
 
 def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
@@ -355,6 +321,35 @@ def save_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config
         raise
     for old in run.checkpoint_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best_checkpoint(run: RunDir, step: int, model: torch.nn.Module, model_config: dict, train_config: dict,
+                         meta: dict) -> Path:
+    """Write ``checkpoints/best`` (weights only: ``trainer.pt`` holds the step) atomically: a new folder
+    is complete before it replaces the old one, so a kill at any instant leaves one valid ``best``."""
+    final = run.best
+    tmp = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=".tmp-best-"))
+    old = run.checkpoints / ".best.old"
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        atomic_write_json(tmp / "config.json", {"model": model_config, "train": train_config})
+        torch.save({"step": step}, tmp / "trainer.pt")
+        files = {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES}
+        atomic_write_json(tmp / "meta.json", {**meta, "step": step, "best": True, "saved": now_iso(), "files": files})
+        _fsync_file(tmp / "model.safetensors")
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.rename(final, old)
+        os.rename(tmp, final)
+        fsync_dir(run.checkpoints)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -598,6 +593,7 @@ def resume_run(run_dir: str | Path) -> RunHandle:
 
 def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
     """One summary per run folder, newest first: name, path, state, step, steps, packing, last losses."""
+
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     if not runs_dir.is_dir():
         return []
@@ -612,9 +608,14 @@ def list_runs(runs_dir: str | Path | None = None) -> list[dict]:
         eval_loss = st["eval_loss"] if "eval_loss" in st else next(
             (r["loss"] for r in reversed(read_metrics(path, "eval"))), None)
         latest = run.latest_checkpoint()
+        summary = summarize_run(path)
         out.append({"name": path.name, "path": str(path), "state": st.get("state"), "step": st.get("step", 0),
                     "steps": cfg.get("steps"), "packing": cfg.get("packing"), "device": st.get("device"),
                     "eval_loss": eval_loss,
                     "latest_checkpoint": str(latest) if latest else None,
+                    "best_checkpoint": str(run.best_checkpoint()) if run.best_checkpoint() else None,
+                    "best_step": summary.best_step, "best_eval_cosine": summary.best_eval_cosine,
+                    "copy_cosine": summary.copy_cosine, "beats_copy": summary.beats_copy,
+                    "verdict": summary.verdict(), "stopped_early": bool(st.get("stopped_early")),
                     "updated": st.get("updated", "")})
     return sorted(out, key=lambda r: r["updated"], reverse=True)

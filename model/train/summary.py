@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .runs import read_metrics
+from model.train.metrics import read_metrics
 
 
 def _num(v) -> float | None:

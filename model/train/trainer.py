@@ -4,6 +4,12 @@
       -> layout per packing mode -> VMMoE forward -> next-concept loss + aux loss -> AdamW step
       -> metrics.jsonl / TensorBoard / status.json, periodic checkpoints
 
+After every evaluation the weights with the lowest held-out loss so far are kept as
+``checkpoints/best`` (step 0 included: a residual model starts at copy). With
+``early_stopping_patience`` > 0 the run ends after that many evaluations in a row without a lower
+held-out loss: state ``finished``, ``stopped_early: true`` and ``stop_reason`` in status.json. At the end
+status.json holds the best evaluation against the copy baseline in plain words (``verdict``).
+
 ``run_training(cfg, run_dir)`` is what ``vmmoe train`` and ``python -m model.train`` call. A stop
 request (SIGTERM, SIGINT or the run's STOP file) is honoured at the next step boundary: checkpoint,
 then exit. Resuming restores the weights, the optimizer and scheduler, every RNG and the data
@@ -41,7 +47,8 @@ from model.train.config import TrainConfig
 from model.train.data import PackSampler, TrainSequence, load_sequences, split_documents
 from model.train.evaluate import evaluate_held_out
 from model.train.runs import (LOCK_FD_ENV, RunDir, RunLock, default_runs_dir, find_checkpoint, new_run_name,
-                              save_checkpoint)
+                              save_best_checkpoint, save_checkpoint)
+from model.train.summary import summarize_run
 from model.vmmoe import VMMoE
 
 
@@ -137,6 +144,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+        # early stopping / best checkpoint: the lowest held-out loss, its step, evaluations since
+        self.best = {"loss": math.inf, "step": None, "bad_evals": 0}
+        self.stopped_early: str | None = None
         self.seen = torch.zeros(len(self.train_seqs), dtype=torch.long)  # times each sequence was trained on
         if resume:
             self._restore()
@@ -168,6 +178,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.best = state.get("best", self.best)
         self.resumed_from = str(ckpt)
 
     def checkpoint(self) -> Path | None:
@@ -175,7 +186,7 @@ class Trainer:
             return None
         self._saved_step = self.step
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": rng_state(), "step": self.step, "data_position": self.sampler.position(self.step)}
+                 "rng": rng_state(), "step": self.step, "best": dict(self.best), "data_position": self.sampler.position(self.step)}
         return save_checkpoint(self.run, self.step, self.model, self.model_config.to_dict(), self.cfg.to_dict(),
                                state, {**self.meta, "data_position": list(self.sampler.position(self.step))},
                                keep=self.cfg.keep_checkpoints)
@@ -241,10 +252,33 @@ class Trainer:
                 "step_time": step_time, "memory_mb": peak_memory_mb(self.device), "packing": cfg.packing}
 
     def evaluate(self) -> dict:
-        """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines)."""
+        """Loss and metrics over the held-out documents (packed, or padded for the padded/single baselines).
+
+        top1/top5 (and copy_/mean_ ones) rank each target among the targets of its evaluation group of
+        ``rows_per_step`` rows (``topk_pool`` in the record says so; ``topk_candidates`` is the mean
+        group size), not among all held-out targets."""
         result = evaluate_held_out(self.model, self.cfg, [s.vectors for s in self.eval_seqs],
                                    autocast(self.device, self.dtype))
-        return {"split": "eval", "step": self.step, **result, "packing": self.cfg.packing}
+        return {"split": "eval", "step": self.step, **result, "packing": self.cfg.packing,
+                "topk_pool": f"targets of each group of {self.cfg.rows_per_step} rows"}
+
+    def after_eval(self, record: dict) -> None:
+        """Keep ``checkpoints/best`` at the lowest held-out loss; count evaluations without one (early stopping)."""
+        if record["loss"] < self.best["loss"]:
+            self.best = {"loss": record["loss"], "step": record["step"], "bad_evals": 0}
+            if self.run is not None and self.dist.is_main:
+                save_best_checkpoint(self.run, self.step, self.model, self.model_config.to_dict(), self.cfg.to_dict(),
+                                     {**self.meta, "eval": {k: v for k, v in record.items()
+                                                            if isinstance(v, (int, float))}})
+                self.run.write_status(best_step=record["step"], best_eval_loss=record["loss"],
+                                      best_eval_cosine=record.get("cosine"))
+        else:
+            self.best["bad_evals"] += 1
+        patience = self.cfg.early_stopping_patience
+        if patience and self.best["bad_evals"] >= patience:
+            self.stopped_early = (f"early stopping: no lower held-out loss in {patience} evaluations "
+                                  f"({patience * self.cfg.eval_every} steps) after step {self.best['step']} "
+                                  f"(best loss {self.best['loss']:.4f})")
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -252,9 +286,11 @@ class Trainer:
         local = self.stop_requested or bool(self.run and self.dist.is_main and self.run.stop_file.exists())
         if not self.dist.enabled:
             return local
-        flag = torch.tensor([float(local)], device=self.device)
-        dist.all_reduce(flag)  # every rank stops at the same step
-        return bool(flag.item())
+        flag = torch.tensor([float(local), float(self.stopped_early is not None)], device=self.device)
+        dist.all_reduce(flag)  # every rank stops at the same step (rank 0 alone evaluates: it decides early stops)
+        if flag[1].item() and self.stopped_early is None:
+            self.stopped_early = "early stopping (decided by rank 0)"
+        return bool(flag[0].item())
 
     def replica_report(self) -> dict:
         """Under DDP: max |weight difference| between rank 0 and any replica, and how often the ranks together
@@ -275,6 +311,9 @@ class Trainer:
         if record["split"] == "eval":  # what list_runs shows, without reading metrics.jsonl
             self.run.write_status(eval_loss=record["loss"], eval_step=record["step"])
         if writer is not None:
+            if not getattr(self, "_layout_written", False):
+                self._layout_written = True
+                _reference_layout(writer)
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     writer.add_scalar(f"{record['split']}/{k}", v, record["step"])
@@ -328,13 +367,15 @@ class Trainer:
         if self.progress and self.dist.is_main:
             bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
         if self.step == 0 and self.dist.is_main:
-            self._log(self.evaluate(), writer)
+            self._eval_and_log(writer)
         state, first_step = "finished", self.step
         epoch, steps = None, []
         try:
             while self.step < cfg.steps:
                 if self._stop_now():
                     state = "stopped"
+                    break
+                if self.stopped_early is not None:
                     break
                 e, i = self.sampler.position(self.step)
                 if e != epoch:
@@ -350,12 +391,12 @@ class Trainer:
                 if run is not None:
                     run.write_status(step=self.step, loss=record["loss"], concepts_per_s=record["concepts_per_s"])
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.dist.is_main:
-                    self._log(self.evaluate(), writer)
+                    self._eval_and_log(writer)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoint()
             evaluated = cfg.eval_every and self.step % cfg.eval_every == 0
             if state == "finished" and self.dist.is_main and self.step > first_step and not evaluated:
-                self._log(self.evaluate(), writer)
+                self._eval_and_log(writer)
             if run is not None:
                 run.write_status(state="stopping" if state == "stopped" else "running")
             self.checkpoint()
@@ -372,8 +413,29 @@ class Trainer:
         if run is not None:
             if run.stop_file.exists():
                 run.stop_file.unlink()
-            run.write_status(state=state, step=self.step)
+            summary = summarize_run(run.path)
+            run.write_status(state=state, step=self.step, stopped_early=self.stopped_early is not None,
+                             stop_reason=self.stopped_early, verdict=summary.verdict(),
+                             beats_copy=summary.beats_copy, copy_cosine=summary.copy_cosine,
+                             best_step=summary.best_step, best_eval_cosine=summary.best_eval_cosine,
+                             best_checkpoint=str(run.best_checkpoint()) if run.best_checkpoint() else None)
         return state
+
+    def _eval_and_log(self, writer) -> dict:
+        record = self.evaluate()
+        self._log(record, writer)
+        self.after_eval(record)
+        return record
+
+
+def _reference_layout(writer) -> None:
+    """TensorBoard "Custom Scalars": held-out cosine / top-1 / top-5 each on one chart with the copy and
+    running-mean baselines as reference lines."""
+    charts = {name: ["Multiline", [f"eval/{k}", f"eval/copy_{k}", f"eval/mean_{k}"]]
+              for name, k in (("held-out cosine vs copy and mean", "cosine"),
+                              ("held-out top-1 vs copy and mean", "top1"),
+                              ("held-out top-5 vs copy and mean", "top5"))}
+    writer.add_custom_scalars({"learned more than copying?": charts})
 
 
 def _local_world_size(info: DistInfo) -> int:

@@ -157,3 +157,12 @@ def test_vmmoe_audit_checkpoint(tmp_path, capsys):
         warnings.simplefilter("ignore", LeakyConfigWarning)
         assert main(["audit", "--checkpoint", str(run.path), "--leaky"]) == 1
     assert "caught the leak" in capsys.readouterr().out
+
+
+def test_audit_passes_with_the_recipe_knobs():
+    cfg = VMMoEConfig(**{**TINY.to_dict(), "residual_prediction": True, "input_scale": "auto", "dropout": 0.1})
+    torch.manual_seed(0)
+    model = VMMoE(cfg)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 0.1)  # a trained-looking head (it starts at 0)
+    assert audit(model).passed

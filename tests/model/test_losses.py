@@ -156,3 +156,23 @@ def test_bad_input(call, err, match):
     p, v, s = torch.randn(1, 4, 2), torch.randn(1, 4, 2), torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(err, match=match):
         call(p, v, s)
+
+
+def test_running_mean_baseline_per_segment():
+    from model.losses import running_mean
+    torch.manual_seed(0)
+    values = torch.randn(2, 6, 8)
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1], [0, 0, 0, 0, 0, 0]])
+    rm = running_mean(values, ids)
+    torch.testing.assert_close(rm[0, 2], values[0, :3].mean(0))
+    torch.testing.assert_close(rm[0, 3], values[0, 3])  # a new segment starts its own mean
+    torch.testing.assert_close(rm[0, 4], values[0, 3:5].mean(0))
+    assert (rm[0, 5] == 0).all()
+    torch.testing.assert_close(rm[1, 5], values[1].mean(0))
+    # a segment whose every next concept is its mean: the mean baseline is the better guess
+    m = concept_metrics(values, values, ids)
+    assert {"mean_cosine", "mean_top1", "mean_top5", "copy_top5"} <= set(m)
+    assert m["mean_top5"] >= m["mean_top1"] and m["copy_top5"] >= m["copy_top1"]
+    pred = torch.zeros_like(values)
+    pred[:, :-1] = rm[:, :-1]
+    assert concept_metrics(rm, values, ids)["cosine"] == pytest.approx(m["mean_cosine"])

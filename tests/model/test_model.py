@@ -241,3 +241,34 @@ def test_checkpoint_blocks_gives_the_same_loss_and_gradients():
         assert len(calls) == model.config.n_layers
     finally:
         torch.utils.checkpoint.checkpoint = orig
+
+
+def test_residual_prediction_starts_exactly_at_copy_and_padding_stays_zero():
+    cfg = VMMoEConfig(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2,
+                      residual_prediction=True, input_scale="auto", dropout=0.2)
+    assert cfg.input_scale_value == 4.0 and VMMoEConfig.from_dict(cfg.to_dict()) == cfg
+    torch.manual_seed(0)
+    model = VMMoE(cfg)
+    values = torch.randn(2, 7, 16)
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1, -1], [0, 0, 0, 0, 0, 0, 0]])
+    out = model(values, ids).prediction  # training mode: dropout active
+    real = (ids >= 0)[..., None]
+    torch.testing.assert_close(out, values * real)  # zero-initialised head: exactly copy
+    assert (out[0, 5:] == 0).all()
+    model.head.weight.data.normal_(0, 0.1)
+    out = model(values, ids).prediction
+    assert (out[0, 5:] == 0).all() and not torch.allclose(out, values * real)
+
+
+def test_dropout_is_on_in_training_and_off_in_eval():
+    cfg = VMMoEConfig(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2, dropout=0.5)
+    torch.manual_seed(0)
+    model = VMMoE(cfg)
+    values = torch.randn(1, 6, 16)
+    a, b = model(values).prediction, model(values).prediction
+    assert not torch.allclose(a, b)
+    model.eval()
+    torch.testing.assert_close(model(values).prediction, model(values).prediction)
+    for bad in (dict(dropout=1.0), dict(dropout=-0.1), dict(input_scale=0), dict(input_scale="sqrt")):
+        with pytest.raises(ValueError):
+            VMMoEConfig(d_concept=16, **bad)

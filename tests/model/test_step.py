@@ -73,3 +73,18 @@ def test_step_bad_input():
         model.step(torch.full((2, 16), float("nan")), cache)
     with pytest.raises(ValueError, match="rows"):
         model.allocate_cache(0)
+
+
+@pytest.mark.parametrize("knobs", [dict(residual_prediction=True), dict(input_scale="auto"),
+                                   dict(residual_prediction=True, input_scale=2.5, dropout=0.3)])
+def test_step_equals_the_parallel_forward_with_the_recipe_knobs(knobs):
+    torch.manual_seed(0)
+    model = VMMoE(VMMoEConfig(**{**CFG.to_dict(), **knobs}))
+    with torch.no_grad():  # a residual model's head starts at 0: give it weights so the test sees it
+        model.head.weight.normal_(0, 0.1)
+    model.eval()  # dropout is off in eval, and step() never drops
+    values = torch.randn(1, 10, 16)
+    want = model(values).prediction[0]
+    cache = model.allocate_cache(1)
+    got = torch.stack([model.step(values[:, t], cache)[0] for t in range(10)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ import panel as pn
 import param
 import torch
 
-from model.packing import pack_sequences
+from model.packing import MODES, pack_sequences
 from model.synthetic import demo_sequences
 from workbench import plots
 from workbench.state import WorkbenchState
@@ -24,7 +24,7 @@ class PackingView(pn.viewable.Viewer):
     data = param.Selector(default=DATA_CHOICES[0], objects=list(DATA_CHOICES))
     max_len = param.Integer(default=256, bounds=(2, 8192))
     strategy = param.Selector(default="bfd", objects=["bfd", "ffd"])
-    mode = param.Selector(default="packed", objects=["packed", "padded", "single"])
+    mode = param.Selector(default="packed", objects=list(MODES))  # the row layouts model.packing defines
     n_synthetic = param.Integer(default=2000, bounds=(1, 20000), doc="synthetic: number of sequences")
     mean_len = param.Integer(default=24, bounds=(2, 2048), doc="synthetic: mean sequence length")
     seed = param.Integer(default=0, bounds=(0, None))

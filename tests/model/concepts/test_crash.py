@@ -106,6 +106,7 @@ def test_sigkill_during_index_save_leaves_a_loadable_store(tmp_path):
 def test_killed_default_store_build_leaves_no_half_store(tmp_path):
     home = tmp_path / "home"
     tmp, _ = _run_until_first_save(BUILD_DEFAULT_STORE, env=dict(os.environ, VMMOE_HOME=str(home)))
-    assert ".default-store-building-" in str(tmp)                   # the build was writing in its temp folder
-    assert not (home / "default-store").exists()                   # nothing half-built under the real name
-    assert [p.name for p in home.iterdir() if p.name.startswith(".default-store-building-")]
+    name = f"default-store-{os.environ['VMMOE_CORPUS']}-v2"
+    assert f".{name}-building-" in str(tmp)                          # the build was writing in its temp folder
+    assert not (home / name).exists()                              # nothing half-built under the real name
+    assert [p.name for p in home.iterdir() if p.name.startswith(f".{name}-building-")]
