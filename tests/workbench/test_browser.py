@@ -380,6 +380,12 @@ def test_training_resume_keeps_curves_increasing_and_start_follows_the_new_run(a
             assert time.monotonic() < deadline, RunDir(handle.path).status()
             time.sleep(0.3)
         handle.stop(timeout=120)
+        # A fresh session, as a user opening the workbench after a run started elsewhere. In the open
+        # session the table re-renders to insert the new row at the top; a click landing in that
+        # re-render can be lost in the browser (open in issue 13; the shifted-index case is pinned by
+        # test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_change).
+        page.reload()
+        page.locator(".wb-tabs").wait_for(state="visible")
         open_tab(page, "Training")
         stopped_at = int(_select_run(page, ui, "wb-resume", r"stopped, step (\d+)/100000").group(1))
         assert stopped_at >= 12

@@ -62,8 +62,9 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     # the checkpoint picker drives the model of the States/Routing/Leakage views
     picker = view.checkpoints
     picker.run.value = handle.path.name
-    assert list(picker.checkpoint.options) == ["step_000004", "step_000002"]
-    assert picker.checkpoint.value == picker.checkpoint.options["step_000004"]  # the newest by default
+    # the run evaluated at its end, so it kept a best checkpoint: best first, then the newest first
+    assert list(picker.checkpoint.options) == ["best (lowest held-out loss)", "step_000004", "step_000002"]
+    assert picker.checkpoint.value == picker.checkpoint.options["best (lowest held-out loss)"]  # best by default
     picker.checkpoint.value = picker.checkpoint.options["step_000004"]
     before = state.model
     view.use_checkpoint()
