@@ -82,6 +82,7 @@ class TrainConfig:
     keep_checkpoints: int = setting(3, "newest checkpoints kept", ge=1, group="run")
     tensorboard: bool = setting(True, "write TensorBoard event files (tb/)", group="run")
     name: str = setting("", "run folder name; '' -> '<time>-<packing>'", allowed_chars="-_.", group="run")
+    tags: str = setting("", "comma-separated labels of the run (shown in the runs tables)", group="run")
 
     def __post_init__(self) -> None:
         self.validate()

@@ -76,10 +76,14 @@ def test_the_run_form_is_built_from_the_train_schema():
     cfg = form.train_config()
     assert cfg["steps"] == 4 and cfg["model"]["d_model"] == 16 and cfg["data"] == "default"
     TrainConfig.from_dict(cfg)  # what the form describes is a valid run
-    form.train.values.device = "mps"
-    assert '"mps"' in form.device_label.object
+    # a device this machine cannot use is disabled in the form, with the reason beside it
+    from model.device import cuda_available, mps_available
+    unusable = [d for d, ok in (("mps", mps_available()), ("cuda", cuda_available())) if not ok]
+    assert set(unusable) <= set(form.train.widgets["device"].disabled_options)
+    for d in unusable:
+        assert f'"{d}" is disabled' in form.device_label.object
     # the first input box of the form is the step count (Selects draw no <input>): the browser test types there
-    first = next(w for w in form.train.widgets.values() if not isinstance(w, pn.widgets.Select))
+    first = next(w for w in form.train.widgets.values() if not isinstance(w, (pn.widgets.Select, pn.widgets.TextInput)))
     assert first is form.train.widgets["steps"]
 
 

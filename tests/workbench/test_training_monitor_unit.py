@@ -90,7 +90,31 @@ def test_a_run_that_is_over_when_followed_is_reported_as_ending(run):
     assert [r["step"] for r in up.records] == [1, 2] and m.error == "CUDA is not available"
     run.status = {"state": "failed", "alive": False}
     m.follow(run.dir.path)
-    assert m.poll().failure == "see its run.log"  # no reason recorded
+    assert "no reason recorded" in m.poll().failure
+    # the run's own log gives the reason when its status has none (or only a generic one)
+    run.dir.log.write_text("step 1\nTraceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory\n")
+    run.status = {"state": "failed", "alive": False, "error": "process ended unexpectedly (exit code 1)"}
+    m.follow(run.dir.path)
+    assert m.poll().failure == ("process ended unexpectedly (exit code 1) — run.log: RuntimeError: CUDA out of memory")
+
+
+def test_eta_is_the_median_of_measured_step_times_and_waits_for_three_steps():
+    from workbench.views.training.monitor import eta_seconds
+    assert eta_seconds([5.0], 99) is None and eta_seconds([5.0, 0.1], 98) is None  # a slow first step
+    assert eta_seconds([5.0, 0.1, 0.1], 97) == pytest.approx(9.7)
+
+
+def test_eval_records_come_separately_and_strictly_increasing(run):
+    m = run.monitor(redraw_s=0.0)
+    m.follow(run.dir.path)
+    run.log(1, 2)
+    run.dir.append_metrics({"split": "eval", "step": 2, "loss": 1.0, "cosine": 0.3, "copy_cosine": 0.2})
+    run.log(3)
+    run.status = {"state": "running", "alive": True, "steps": 10}
+    up = m.poll()
+    assert [r["step"] for r in up.records] == [1, 2, 3] and [r["step"] for r in up.evals] == [2]
+    run.dir.append_metrics({"split": "eval", "step": 2, "loss": 1.0})  # a repeat is not drawn twice
+    assert m.poll().evals == []
 
 
 def test_a_resume_restarts_the_curves_and_an_ended_run_goes_live_again(run):

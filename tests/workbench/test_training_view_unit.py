@@ -62,14 +62,20 @@ def test_a_tiny_real_run_streams_its_curves_and_feeds_the_checkpoint_picker(stat
     # the checkpoint picker drives the model of the States/Routing/Leakage views
     picker = view.checkpoints
     picker.run.value = handle.path.name
-    assert list(picker.checkpoint.options) == ["step_000004", "step_000002"]
+    # the run evaluated at its end, so it kept a best checkpoint: best first, then the newest first
+    assert list(picker.checkpoint.options) == ["best (lowest held-out loss)", "step_000004", "step_000002"]
+    assert picker.checkpoint.value == picker.checkpoint.options["best (lowest held-out loss)"]  # best by default
     picker.checkpoint.value = picker.checkpoint.options["step_000004"]
     before = state.model
     view.use_checkpoint()
     assert state.model is not before and state.model.config.d_model == 16
     assert "step_000004" in state.model_label
-    view.compare.run_a.value = handle.path.name
-    assert view.compare.figure.object is not None
+    # the comparison does not start empty: the newest runs are drawn until rows are selected
+    assert view.compare.runs == [handle.path.name] and view.compare.figure.object is not None
+    assert runs.iloc[0]["steps"] == 4 and runs.iloc[0]["layers"] == 1 and runs.iloc[0]["packing"] == "packed"
+    # a finished run is not resumed (a Stop would then mark it failed)
+    view.runs.select(handle.path.name)
+    assert view.resume() is None and "finished all its 4 steps" in state.messages[-1][1]
     # another session (a reopened tab) sees the run in the table and follows it by selecting it
     other = TrainingView(state)
     assert other.current is None and len(steps(other)) == 0
@@ -100,15 +106,41 @@ def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
     table = view.runs.table.value
     assert list(table["name"]) == ["b-run", "a-run"]  # newest first
     view.runs.table.selection = [0]
+    RunDir(f"{runs}/b-run").append_metrics({"split": "eval", "step": 7, "loss": 0.25, "cosine": 0.5, "top1": 0.2,
+                                            "copy_cosine": 0.4, "copy_top1": 0.1})
     RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)  # still the newest: same order
     view.refresh_runs()
     assert view.runs.table.value is table  # patched in place, not replaced
-    assert table.iloc[0]["step"] == 7 and table.iloc[0]["eval_loss"] == 0.25 and table.iloc[1]["step"] == 0
+    assert table.iloc[0]["step"] == 7 and table.iloc[1]["step"] == 0
+    # the best held-out figures, formatted, against copying the current concept
+    assert (table.iloc[0]["held-out loss"], table.iloc[0]["held-out cos"], table.iloc[0]["held-out top-1"]) == \
+        ("0.2500", "0.500", "20.0%")
+    assert table.iloc[0]["vs copy"] == "+0.100 beats copy" and table.iloc[1]["vs copy"] == ""
     assert view.selected_run().name == "b-run"
     RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view.refresh_runs()
     assert list(view.runs.table.value["name"]) == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
     assert view.runs.table.selection == [1]
+
+
+def test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_change(state):
+    """After a new run shifts the rows, the browser may still hold the old selected index, so clicking the
+    row now at that index sends no selection change: the click event alone must pick the run."""
+    from types import SimpleNamespace
+
+    from model.train.runs import RunDir
+
+    runs = state.runs_dir
+    for i, name in enumerate(["a-run", "b-run"]):
+        RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
+    view = TrainingView(state)
+    view.runs.table.selection = [0]
+    assert view.selected_run().name == "b-run"
+    RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
+    view.refresh_runs()
+    assert view.runs.table.selection == [1]
+    view.runs._on_click(SimpleNamespace(row=0, column="name"))  # c-run, with no selection change
+    assert view.selected_run().name == "c-run"
 
 
 def test_a_live_run_is_redrawn_at_most_every_redraw_s_and_at_once_when_it_ends(state):
@@ -158,3 +190,20 @@ def test_refreshing_the_table_does_not_move_the_followed_run_back_to_the_selecte
     view._follow(new.path)  # what start() does
     assert view.current.name == "c-run" and list(view.runs.table.value["name"])[0] == "c-run"
     assert view.selected_run().name == "a-run" and view.current.name == "c-run"
+
+
+def test_start_with_a_row_selected_follows_and_selects_the_new_run(state):
+    from model.train.runs import RunDir
+
+    RunDir(f"{state.runs_dir}/old-run").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=10)
+    view = TrainingView(state, **{**TINY_RUN, "steps": 2})
+    view.runs.select("old-run")
+    assert view.current.name == "old-run"
+    handle = view.start()
+    try:
+        handle.wait(120)
+    finally:
+        if handle.is_alive():
+            handle.kill()
+    assert view.current == handle.path and view.runs.selected == handle.path.name
+    assert view.runs.chosen == [handle.path.name]

@@ -18,6 +18,7 @@ class CheckpointPicker(pn.viewable.Viewer):
         self.run = pn.widgets.Select(label="run", css_classes=["wb-training-checkpoint-run"])
         self.checkpoint = pn.widgets.Select(label="checkpoint", css_classes=["wb-training-checkpoint"])
         self.run.param.watch(lambda *_: self.list_checkpoints(), "value")
+        self._default: str | None = None  # the value the picker chose itself (not the user)
         self._use = pn.widgets.Button(label="Inspect this checkpoint", color="success",
                                       css_classes=["wb-training-use-checkpoint"])
         self._use_default = pn.widgets.Button(label="Inspect the fresh default model",
@@ -33,11 +34,17 @@ class CheckpointPicker(pn.viewable.Viewer):
 
     def list_checkpoints(self) -> None:
         name = self.run.value
-        dirs = RunDir(Path(self.state.runs_dir) / name).checkpoint_dirs() if name else []
+        run = RunDir(Path(self.state.runs_dir) / name) if name else None
+        dirs = run.checkpoint_dirs() if run else []
         options = {d.name: str(d) for d in reversed(dirs)}  # newest first
-        keep = (self.checkpoint.value if self.checkpoint.value in options.values()
-                else next(iter(options.values()), None))
-        self.checkpoint.param.update(options=options, value=keep)
+        best = run.checkpoints / "best" if run else None
+        if best is not None and best.is_dir() and str(best) not in options.values():
+            options = {"best (lowest held-out loss)": str(best), **options}
+        default = next(iter(options.values()), None)  # best, else the newest
+        # the user's own pick stays while it exists; the picker's own default follows the newest
+        user_pick = self.checkpoint.value in options.values() and self.checkpoint.value != self._default
+        self._default = default
+        self.checkpoint.param.update(options=options, value=self.checkpoint.value if user_pick else default)
 
     def use_checkpoint(self, path: str | None = None) -> None:
         """Load a checkpoint (folder, or a run folder: its newest) as the model the other views inspect."""

@@ -1,9 +1,11 @@
-"""Two runs on one chart: run A and run B, one metric of their train records."""
+"""Any number of runs overlaid on one chart: the runs selected in the runs table (none selected: the
+newest three), one metric, train or held-out, each run its own colour with a legend. Held-out cosine and
+top-1 carry each run's copy baseline as a dashed line of its colour. Smoothing and the x axis follow the
+live curves' controls."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import panel as pn
 import param
 from bokeh.models import ColumnDataSource
@@ -12,40 +14,59 @@ from bokeh.palettes import Category10
 from model.train import read_metrics
 from workbench import plots
 from workbench.state import WorkbenchState
-from workbench.views.training.curves import CURVES
+from workbench.views.training.curves import X_AXES, LiveCurves, keep_increasing, series, style_legend
+
+METRICS = {"train loss": ("train", "loss", None), "train cosine": ("train", "cosine", None),
+           "held-out loss": ("eval", "loss", None), "held-out cosine": ("eval", "cosine", "copy_cosine"),
+           "held-out top-1": ("eval", "top1", "copy_top1"), "concepts per second": ("train", "concepts_per_s", None)}
+DEFAULT_RUNS = 3
 
 
 class RunComparison(pn.viewable.Viewer):
-    metric = param.Selector(default="loss", objects=[c for c, _ in CURVES])
+    metric = param.Selector(default="held-out cosine", objects=list(METRICS))
+    runs = param.List(default=[], doc="the runs drawn")
 
-    def __init__(self, state: WorkbenchState, **params):
+    def __init__(self, state: WorkbenchState, curves: LiveCurves | None = None, **params):
         super().__init__(**params)
         self.state = state
-        self.run_a = pn.widgets.Select(label="run A", css_classes=["wb-training-compare-a"])
-        self.run_b = pn.widgets.Select(label="run B", css_classes=["wb-training-compare-b"])
+        self.curves = curves or LiveCurves()
         self.figure = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-training-compare"])
-        for w in (self.run_a, self.run_b):
-            w.param.watch(lambda *_: self.draw(), "value")
+        self.label = pn.pane.Markdown("", css_classes=["wb-training-compare-runs"])
+        self.curves.param.watch(lambda *_: self.draw(), ["smoothing", "x_axis", "log_y"])
 
-    def set_runs(self, names: list[str]) -> None:
-        """Offer ``names`` (newest first); a choice still there stays, else A is the newest, B the one before."""
-        for w, default in ((self.run_a, names[:1]), (self.run_b, names[1:2] or names[:1])):
-            value = w.value if w.value in names else (default[0] if default else None)
-            w.param.update(options=names, value=value)
+    def set_runs(self, names: list[str], chosen: list[str] | None = None) -> None:
+        """Draw ``chosen`` (the table's selection), else the newest ``DEFAULT_RUNS`` of ``names``."""
+        runs = [n for n in (chosen or []) if n in names] or list(names[:DEFAULT_RUNS])
+        if runs != self.runs:
+            self.runs = runs
 
-    @param.depends("metric", watch=True)
+    @param.depends("metric", "runs", watch=True)
     def draw(self) -> None:
-        key = self.metric
-        fig = None
-        for i, name in enumerate((self.run_a.value, self.run_b.value)):
-            if not name:
-                continue
-            recs = read_metrics(Path(self.state.runs_dir) / name, "train")
-            src = ColumnDataSource({"step": [r["step"] for r in recs], key: [float(r.get(key, np.nan)) for r in recs]})
-            fig = plots.curve_figure(src, key, f"{key}: run A vs run B", color=Category10[3][i],
-                                     legend=f"{'AB'[i]}: {name}", fig=fig, height=300)
+        split, key, copy = METRICS[self.metric]
+        x = X_AXES[self.curves.x_axis]
+        log = self.curves.log_y and key == "loss"
+        fig = plots._figure(f"{self.metric}: {len(self.runs)} run(s)", height=320, x_axis_label=self.curves.x_axis,
+                            y_axis_label=self.metric, y_axis_type="log" if log else "linear")
+        palette = Category10[10]
+        for i, name in enumerate(self.runs):
+            recs = read_metrics(Path(self.state.runs_dir) / name)
+            train, _ = keep_increasing([], [r for r in recs if r.get("split") == "train"])
+            mine, _ = keep_increasing([], [r for r in recs if r.get("split") == split]) if split == "eval" else (train, 0)
+            cols = series(mine, [key] + ([copy] if copy else []), x,
+                          self.curves.smoothing if split == "train" else 0.0, train=train, raw=(copy,) if copy else ())
+            src = ColumnDataSource({k: v.tolist() for k, v in cols.items()})
+            color = palette[i % 10]
+            fig.line(x="x", y=key, source=src, line_width=2, color=color, legend_label=name)
+            if split == "eval":
+                fig.scatter(x="x", y=key, source=src, size=5, color=color, legend_label=name)
+            if copy:
+                fig.line(x="x", y=copy, source=src, line_width=1.5, color=color, line_dash="dashed",
+                         legend_label=f"{name}: copy current concept")
+        style_legend(fig)
         self.figure.object = fig
+        self.label.object = ("runs: " + ", ".join(f"**{n}**" for n in self.runs)) if self.runs else "no runs yet"
 
     def __panel__(self):
-        return pn.Column(pn.Row(self.run_a, self.run_b, pn.widgets.Select.from_param(self.param.metric, label="metric")),
+        return pn.Column(pn.Row(pn.widgets.Select.from_param(self.param.metric, label="metric",
+                                                             css_classes=["wb-training-compare-metric"]), self.label),
                          self.figure, sizing_mode="stretch_width")

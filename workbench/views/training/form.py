@@ -25,7 +25,8 @@ from workbench import services
 # The fields the run form shows, in this order, with their labels.
 TRAIN_FIELDS = {"data": "data", "packing": "packing", "loss": "loss", "device": "device", "steps": "steps",
                 "max_len": "max_len (row length)", "rows_per_step": "rows per step", "lr": "learning rate",
-                "eval_every": "evaluate every (steps)", "checkpoint_every": "checkpoint every (steps)"}
+                "eval_every": "evaluate every (steps)", "checkpoint_every": "checkpoint every (steps)",
+                "name": "run name ('' = time and packing)", "tags": "tags (comma-separated)"}
 MODEL_FIELDS = {"d_model": "d_model", "n_layers": "layers", "n_experts": "experts"}
 # Where the form starts (values, not rules): a short run of the workbench's small default model.
 TRAIN_START = {"steps": 200}
@@ -161,13 +162,33 @@ class RunForm(pn.viewable.Viewer):
         super().__init__()
         train = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
         model = {k: v for k, v in values.items() if k not in TRAIN_FIELDS}
-        self.train = SpecForm(train_specs(), TRAIN_FIELDS, start=TRAIN_START, offer=OFFER, **train)
+        have = {s.name for s in train_specs()}  # the run's name and tags, where the schema declares them
+        fields = {k: v for k, v in TRAIN_FIELDS.items() if k in have or k not in ("name", "tags")}
+        self.train = SpecForm(train_specs(), fields, start=TRAIN_START, offer=OFFER, **train)
         self.model = SpecForm(model_specs(), MODEL_FIELDS, start=MODEL_START, **model)
         self.device_label = pn.pane.Markdown("", css_classes=["wb-training-device"])
         self.train.values.param.watch(lambda *_: self.show_device(), "device")
         self.show_device()
+        self.disable_unusable_devices()
 
-    @property
+    def disable_unusable_devices(self) -> dict[str, str]:
+        """Grey out the device choices this machine cannot use (``model.device.resolve_device`` refuses
+        them), each with its reason under the form; a disabled choice that was set falls back to auto."""
+        widget = self.train.widgets.get("device")
+        options = list(getattr(widget, "options", []) or [])
+        reasons = {}
+        for name in options:
+            try:
+                resolve_device(name)
+            except (ValueError, RuntimeError) as exc:
+                reasons[name] = services.plain_error(exc)
+        if widget is not None and hasattr(widget, "disabled_options"):
+            widget.disabled_options = list(reasons)
+            if widget.value in reasons and "auto" in options:
+                widget.value = "auto"
+        self.device_reasons = reasons
+        self.show_device()
+        return reasons
     def steps(self) -> int:
         return self.train.values.steps
 
@@ -185,6 +206,9 @@ class RunForm(pn.viewable.Viewer):
             self.device_label.object = f'device **"{device}"** resolves to **{dev}** ({str(dtype)[6:]})'
         except (ValueError, RuntimeError) as exc:
             self.device_label.object = f'device **"{device}"** is not usable here: {services.plain_error(exc)}'
+        off = getattr(self, "device_reasons", {})
+        if off:
+            self.device_label.object += "".join(f'\n\n*"{n}" is disabled: {why}*' for n, why in off.items())
 
     def __panel__(self):
         return pn.Column(self.train, self.model, width=280, css_classes=["wb-training-form"])

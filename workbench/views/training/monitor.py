@@ -56,6 +56,36 @@ class Update:
     refresh_runs: bool = False  # re-read the runs table
     ended: bool = False         # the run stopped being alive in this poll
     failure: str | None = None  # it ended ``failed``: the reason to report
+    evals: list[dict] = field(default_factory=list)  # held-out (eval) records to append now
+
+
+ETA_MIN_STEPS = 3   # no ETA before this many measured steps (the first one carries start-up costs)
+ETA_WINDOW = 20     # the ETA uses the median of the last this-many step times
+
+
+def eta_seconds(step_times: list[float], remaining: int) -> float | None:
+    """Seconds left: the median of the recent measured step times x the steps left (None until
+    ``ETA_MIN_STEPS`` steps were measured; the median ignores a slow first step or an evaluation)."""
+    if len(step_times) < ETA_MIN_STEPS:
+        return None
+    return float(np.median(step_times[-ETA_WINDOW:])) * max(0, remaining)
+
+
+def failure_reason(path: Path | None, status: dict) -> str:
+    """Why a run failed, from its own status (its error) and the last meaningful line of its run.log."""
+    error = (status.get("error") or "").strip()
+    last = ""
+    if path is not None:
+        try:
+            lines = [ln.strip() for ln in RunDir(path).log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        # the exception line of a traceback (``SomeError: why``) beats the last progress line
+        errs = [ln for ln in lines if ": " in ln and ln.split(":")[0].strip().split(".")[-1].endswith(("Error", "Exception"))]
+        last = (errs or lines[-1:] or [""])[-1]
+    if error and last and last not in error:
+        return f"{error} — run.log: {last}"
+    return error or (f"run.log: {last}" if last else "no reason recorded (see its run.log)")
 
 
 def run_status(path: Path) -> dict:
@@ -71,7 +101,7 @@ class RunMonitor(param.Parameterized):
     step = param.Integer(default=0, doc="the last step drawn")
     steps = param.Integer(default=0, doc="the steps the run is set to train")
     error = param.String(default="", doc="the run's error as last drawn")
-    eta_s = param.Number(default=None, allow_None=True, doc="seconds left at the mean of the last 20 step times")
+    eta_s = param.Number(default=None, allow_None=True, doc="seconds left at the median of the recent step times (eta_seconds)")
     redraw_s = param.Number(default=2.0, bounds=(0, None),
                             doc="while a run is live: seconds between redraws of its curves, progress and ETA. "
                                 "Each redraw costs the browser CPU that a run on the same machine loses.")
@@ -89,6 +119,8 @@ class RunMonitor(param.Parameterized):
         self.runs_read_at = float("-inf")  # clock() of the last re-read of the runs table
         self._tail: MetricsTail | None = None
         self._unsent: list[dict] = []      # records read, not drawn yet
+        self._unsent_evals: list[dict] = []
+        self._eval_step = 0                # the last eval step drawn
         self._step_times: list[float] = []
 
     # --- events --------------------------------------------------------------------------------------
@@ -96,7 +128,7 @@ class RunMonitor(param.Parameterized):
         """Follow ``path`` from its first step (-> attached)."""
         path = Path(path)
         self._go(Phase.ATTACHED)
-        self._tail = MetricsTail(path, "train")
+        self._tail = MetricsTail(path)
         self._forget_drawn()
         try:
             planned = int(RunDir(path).read_config().get("steps") or 0)
@@ -125,21 +157,31 @@ class RunMonitor(param.Parameterized):
         restart = self._tail.restarted  # a resumed run rewrote its metrics from its checkpoint on
         if restart:
             self._forget_drawn()
-        last = self._unsent[-1]["step"] if self._unsent else self.step
-        self._unsent += [r for r in new if r["step"] > last]
+        for r in new:  # strictly increasing in step, per split (a rewrite is ``restart``, handled above)
+            if r.get("split") == "eval":
+                last = self._unsent_evals[-1]["step"] if self._unsent_evals else self._eval_step
+                if r["step"] > last:
+                    self._unsent_evals.append(r)
+            elif r.get("split", "train") == "train":
+                last = self._unsent[-1]["step"] if self._unsent else self.step
+                if r["step"] > last:
+                    self._unsent.append(r)
         status = self.status_of(self.path)
         alive = bool(status.get("alive"))
         changed = (status.get("state") or "") != self.run_state  # e.g. starting -> running: drawn at once
         update = Update(restart=restart)
         if not alive or changed or now - self.drawn_at >= self.redraw_s:
             update.records, update.redraw = self._draw(status), True
+            update.evals, self._unsent_evals = self._unsent_evals, []
+            if update.evals:
+                self._eval_step = update.evals[-1]["step"]
             self.drawn_at = now
         was_alive = self.phase in (Phase.ATTACHED, Phase.LIVE)
         self._go(Phase.LIVE if alive else Phase.ENDED)
         update.ended = was_alive and not alive
         update.refresh_runs = update.ended or changed or runs_due
         if update.ended and status.get("state") == "failed":
-            update.failure = status.get("error") or "see its run.log"
+            update.failure = failure_reason(self.path, status)
         return update
 
     # --- derived -------------------------------------------------------------------------------------
@@ -160,7 +202,7 @@ class RunMonitor(param.Parameterized):
             self.phase = phase
 
     def _forget_drawn(self) -> None:
-        self._unsent, self._step_times = [], []
+        self._unsent, self._unsent_evals, self._step_times, self._eval_step = [], [], [], 0
         self.drawn_at = float("-inf")
         self.param.update(step=0, eta_s=None)
 
@@ -170,9 +212,7 @@ class RunMonitor(param.Parameterized):
         step = new[-1]["step"] if new else self.step
         self._step_times += [float(r["step_time"]) for r in new if r.get("step_time") is not None]
         steps = int(status.get("steps") or self.steps)
-        eta = None
-        if status.get("alive") and self._step_times:
-            eta = float(np.mean(self._step_times[-20:])) * max(0, steps - step)
+        eta = eta_seconds(self._step_times, steps - step) if status.get("alive") else None
         self.param.update(step=step, steps=steps, eta_s=eta, run_state=status.get("state") or "",
                           error=status.get("error") or "")
         return new

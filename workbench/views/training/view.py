@@ -12,8 +12,8 @@ from pathlib import Path
 import panel as pn
 import param
 
-from model.train import TrainConfig, list_runs, resume_run, start_run
-from model.train.runs import RunHandle
+from model.train import TrainConfig, resume_run, start_run
+from model.train.runs import RunDir, RunHandle
 from workbench import services
 from workbench.state import WorkbenchState
 from workbench.views.training.checkpoints import CheckpointPicker
@@ -21,7 +21,24 @@ from workbench.views.training.compare import RunComparison
 from workbench.views.training.curves import LiveCurves
 from workbench.views.training.form import RunForm
 from workbench.views.training.monitor import RunMonitor
-from workbench.views.training.runs_table import RunsTable
+from workbench.views.training.runs_table import RunsTable, runs_rows
+
+
+def resume_refusal(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed (a finished run, a live one), or None. A finished run has nothing to
+    train: resuming it would start a process that exits at once (and a Stop would then mark it failed)."""
+    handle = RunHandle(Path(path))
+    st = handle.status()
+    if st.get("alive"):
+        return f"run {Path(path).name} is training now: nothing to resume"
+    try:
+        steps = int(RunDir(path).read_config().get("steps") or 0)
+    except (OSError, ValueError):
+        steps = 0
+    if st.get("state") == "finished" or (steps and int(st.get("step") or 0) >= steps):
+        return (f"run {Path(path).name} finished all its {steps} steps: nothing to resume "
+                "(start a new run to train longer)")
+    return None
 
 
 class TrainingView(pn.viewable.Viewer):
@@ -38,7 +55,7 @@ class TrainingView(pn.viewable.Viewer):
         self.monitor = RunMonitor(status_of=lambda path: self._handle(path).status(), **timing)
         self.curves = LiveCurves()
         self.runs = RunsTable()
-        self.compare = RunComparison(state)
+        self.compare = RunComparison(state, curves=self.curves)
         self.checkpoints = CheckpointPicker(state)
         self._progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width",
                                                 css_classes=["wb-training-progress"])
@@ -50,6 +67,7 @@ class TrainingView(pn.viewable.Viewer):
         self._stop.on_click(lambda *_: self.stop())
         self._resume.on_click(lambda *_: self.resume())
         self.runs.param.watch(lambda *_: self._follow_selected(), "selected")
+        self.runs.param.watch(lambda *_: self.compare.set_runs(self.runs.names, self.runs.chosen), "chosen")
         self.refresh_runs()
 
     @property
@@ -69,7 +87,7 @@ class TrainingView(pn.viewable.Viewer):
             self.state.fail(exc)
             return None
         services.run_registry()[str(handle.path)] = handle
-        self._follow(handle.path)
+        self._follow(handle.path, select=True)  # the new run, whatever row was selected
         self.state.notify(f"run {handle.path.name} started", "success")
         return handle
 
@@ -85,6 +103,10 @@ class TrainingView(pn.viewable.Viewer):
         path = self.selected_run()
         if path is None:
             self.state.notify("select a run in the table to resume", "warning")
+            return None
+        refusal = resume_refusal(path)
+        if refusal:
+            self.state.notify(refusal, "warning")
             return None
         try:
             handle = resume_run(path)
@@ -112,7 +134,7 @@ class TrainingView(pn.viewable.Viewer):
         if path is not None and path != self.current:
             self._follow(path, refresh=False)
 
-    def _follow(self, path: Path, refresh: bool = True):
+    def _follow(self, path: Path, refresh: bool = True, select: bool = False):
         """Show ``path``'s curves from its first step.
 
         Called from widget callbacks, which Panel runs without the Bokeh document lock: the curves'
@@ -121,20 +143,23 @@ class TrainingView(pn.viewable.Viewer):
         """
         def follow():
             self.monitor.follow(path)
-            self.curves.clear()
             if refresh:
                 self.refresh_runs()
-            self.poll()
+            if select:
+                self.runs.select(Path(path).name)
+            self.poll(restart=True)  # the old run's curves go in the same change as the new run's first rows
 
         pn.state.execute(follow, schedule=True)
 
-    def poll(self) -> None:
-        """Advance the monitor and draw what it says (the app calls this every second)."""
+    def poll(self, restart: bool = False) -> None:
+        """Advance the monitor and draw what it says (the app calls this every second); ``restart``: drop the
+        curves drawn (a newly followed run)."""
         update = self.monitor.poll()
-        if update.restart:
-            self.curves.clear()
+        restart = restart or update.restart
+        if update.redraw or restart:
+            # one change per source: a restart replaces its data with the records kept (see LiveCurves.append)
+            self.curves.append(update.records, update.evals, restart=restart)
         if update.redraw:
-            self.curves.append(update.records)
             self._draw_status()
         if update.refresh_runs:
             self.refresh_runs()
@@ -151,8 +176,8 @@ class TrainingView(pn.viewable.Viewer):
     # --- the table and what follows it ---------------------------------------------------------------
     def refresh_runs(self) -> None:
         self.monitor.note_runs_read()
-        names = self.runs.show(list_runs(self.state.runs_dir))
-        self.compare.set_runs(names)
+        names = self.runs.show(runs_rows(self.state.runs_dir))
+        self.compare.set_runs(names, self.runs.chosen)
         self.checkpoints.set_runs(names)
 
     def use_checkpoint(self, path: str | None = None):
@@ -164,7 +189,8 @@ class TrainingView(pn.viewable.Viewer):
                    pn.Column(self._eta, self._progress, self.curves, sizing_mode="stretch_width"),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Runs"), self.runs, self._resume,
-            pn.pane.Markdown("### Compare two runs"), self.compare,
+            pn.pane.Markdown("### Compare runs (select rows in the table; none selected: the newest three)"),
+            self.compare,
             pn.pane.Markdown("### Model to inspect in States, Routing and Leakage"), self.checkpoints,
             sizing_mode="stretch_width", css_classes=["wb-training"],
         )
