@@ -8,21 +8,13 @@ channels by 8 steps, on CUDA 64 by 32 (or 16 by 128): the lengths cross several 
 """
 from __future__ import annotations
 
-import importlib
-import os
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-triton = pytest.importorskip("triton")
+from triton_interpreter import CUDA, load_kernels  # noqa: E402  (a sibling helper module)
 
-import model.ops.conv_triton as conv_triton_mod  # noqa: E402  (after the interpreter switch)
-
-if not CUDA and "InterpretedFunction" not in type(conv_triton_mod._conv_fwd_kernel).__name__:
-    conv_triton_mod = importlib.reload(conv_triton_mod)  # imported earlier without the interpreter
+conv_triton_mod = load_kernels("model.ops.conv_triton", "_conv_fwd_kernel")  # before any other import of it
 
 from model.config import VMMoEConfig  # noqa: E402
 from model.leakage import audit  # noqa: E402

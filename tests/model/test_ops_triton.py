@@ -9,22 +9,14 @@ kernel's 64-step chunks.
 from __future__ import annotations
 
 import functools
-import importlib
-import os
 import sys
 
 import pytest
 import torch
 
-CUDA = torch.cuda.is_available()
-if not CUDA:
-    os.environ["TRITON_INTERPRET"] = "1"
-triton = pytest.importorskip("triton")
+from triton_interpreter import CUDA, load_kernels  # noqa: E402  (a sibling helper module)
 
-import model.ops.scan_triton as scan_triton_mod  # noqa: E402  (after the interpreter switch)
-
-if not CUDA and "InterpretedFunction" not in type(scan_triton_mod._scan_fwd_kernel).__name__:
-    scan_triton_mod = importlib.reload(scan_triton_mod)  # imported earlier without the interpreter
+scan_triton_mod = load_kernels("model.ops.scan_triton", "_scan_fwd_kernel")  # before any other import of it
 
 from model.leakage import audit  # noqa: E402
 from model.config import VMMoEConfig  # noqa: E402
