@@ -397,6 +397,7 @@ def test_training_resume_keeps_curves_increasing_and_start_follows_the_new_run(a
             time.sleep(0.5)
         steps = page.evaluate(SOURCE_COLUMN, "step")
         assert steps and steps[0] == 1 and all(b > a for a, b in zip(steps, steps[1:])), steps
+        ui.save_screenshot(page, "training")  # a resumed run's curves, drawn live
         # Start while that row is selected: the view follows the new run and selects its row
         before = set(runs.iterdir())
         page.locator(".wb-training-start button").click()
@@ -408,7 +409,6 @@ def test_training_resume_keeps_curves_increasing_and_start_follows_the_new_run(a
         started.append(new)
         ui.wait_text(eta, rf"run {new.name}: ", timeout=120)
         page.locator(".wb-training-runs .tabulator-selected").filter(has_text=new.name).wait_for(state="visible")
-        ui.save_screenshot(page, "training")
         watch.assert_clean()
     finally:
         for p in [handle.path, *started]:
