@@ -267,17 +267,30 @@ class MoE(nn.Module):
         z = z_tok.mean()
         z_per_segment = torch.zeros(S, device=x.device).index_add(0, seg, z_tok) / T_seg
 
+        probs_bl = probs.detach().new_zeros(B * L, E).index_copy(0, real_pos, probs.detach()).view(B, L, E)
+        topk_bl = top_idx.new_full((B * L, k), -1).index_copy(0, real_pos, top_idx).view(B, L, k)
+        return out, self._aux(probs_bl, topk_bl, counts_seg, T_seg, balance_per_segment, z_per_segment,
+                              real_pos.numel(), balance, z)
+
+    def _aux(self, probs, topk_idx, counts_seg, T_seg, balance_per_segment, z_per_segment, n_real, balance, z
+             ) -> MoEAux:
+        """The routing statistics and the weighted aux loss, the same for both dispatch paths.
+
+        probs (B, L, E) and topk_idx (B, L, k) with -1 at padding; counts_seg (S, E); T_seg (S,) real
+        tokens per segment; *_per_segment (S,); n_real real tokens; balance, z the batch's losses.
+        """
+        k = topk_idx.shape[-1]
         stats = RoutingStats(
-            probs=probs.detach().new_zeros(B * L, E).index_copy(0, real_pos, probs.detach()).view(B, L, E),
-            topk_idx=top_idx.new_full((B * L, k), -1).index_copy(0, real_pos, top_idx).view(B, L, k),
+            probs=probs,
+            topk_idx=topk_idx,
             expert_share_per_segment=counts_seg / (k * T_seg[:, None]),
             balance_loss_per_segment=balance_per_segment,
             z_loss_per_segment=z_per_segment,
-            load=counts_seg.sum(0) / (k * real_pos.numel()),
+            load=counts_seg.sum(0) / (k * n_real),
             aux_loss_per_segment=self.balance_coef * balance_per_segment + self.z_loss_coef * z_per_segment,
         )
         loss = self.balance_coef * balance + self.z_loss_coef * z
-        return out, MoEAux(loss=loss, balance=balance, z=z, stats=stats)
+        return MoEAux(loss=loss, balance=balance, z=z, stats=stats)
 
     def _dispatch(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """x (N, D), top_idx/gates (N, k) -> sum_j gates[:, j] * expert_{top_idx[:, j]}(x)  (N, D)."""
@@ -335,17 +348,8 @@ class MoE(nn.Module):
         z = z_tok.sum() / n_real
         z_per_segment = torch.zeros(S + 1, device=x.device).index_add(0, seg, z_tok)[:S] / T_seg
 
-        stats = RoutingStats(
-            probs=probs.detach().view(B, L, E),
-            topk_idx=torch.where(real[:, None], top_idx, -1).view(B, L, k),
-            expert_share_per_segment=counts_seg / (k * T_seg[:, None]),
-            balance_loss_per_segment=balance_per_segment,
-            z_loss_per_segment=z_per_segment,
-            load=counts_seg.sum(0) / (k * n_real),
-            aux_loss_per_segment=self.balance_coef * balance_per_segment + self.z_loss_coef * z_per_segment,
-        )
-        loss = self.balance_coef * balance + self.z_loss_coef * z
-        return out, MoEAux(loss=loss, balance=balance, z=z, stats=stats)
+        return out, self._aux(probs.detach().view(B, L, E), torch.where(real[:, None], top_idx, -1).view(B, L, k),
+                              counts_seg, T_seg, balance_per_segment, z_per_segment, n_real, balance, z)
 
     def _dispatch_grouped(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         """``_dispatch`` without a host sync: x (N, D), top_idx/gates (N, k) -> (N, D)."""
