@@ -73,6 +73,14 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _after_block(lines: list[str], i: int, base: int) -> int:
+    """The index of the first line after the indented block that follows line ``i`` (indent ``base``)."""
+    i += 1
+    while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base):
+        i += 1
+    return i
+
+
 def clean_docstring(doc: str) -> str:
     """A docstring (already ``inspect.cleandoc``-ed) -> prose paragraphs separated by blank lines."""
     lines = doc.expandtabs().splitlines()
@@ -87,20 +95,14 @@ def clean_docstring(doc: str) -> str:
             out.append("")
             continue
         if _DIRECTIVE.match(line):  # directive and its indented body
-            base = _indent(line)
-            i += 1
-            while i < n and (not lines[i].strip() or _indent(lines[i]) > base):
-                i += 1
+            i = _after_block(lines, i, _indent(line))
             out.append("")
             continue
         if s.endswith("::"):  # "Example::" then an indented literal block
             kept = s[:-2].rstrip()
             if kept:
                 out.append(line[:_indent(line)] + kept + ":")
-            base = _indent(line)
-            i += 1
-            while i < n and (not lines[i].strip() or _indent(lines[i]) > base):
-                i += 1
+            i = _after_block(lines, i, _indent(line))
             out.append("")
             continue
         if _TABLE.match(line) or _UNDERLINE.match(line) or (_SIGNATURE.match(s) and " " not in s.split("(")[0]):

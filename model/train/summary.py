@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from model.train.metrics import read_metrics
+from model.train.metrics import METRICS_FILE, read_metrics
 
 
 def _num(v) -> float | None:
@@ -91,6 +91,22 @@ def summarize_records(records: Iterable[dict]) -> RunSummary:
                       last_step=last_step)
 
 
+_CACHE: dict[str, tuple[tuple[int, int, int] | None, RunSummary]] = {}  # run folder -> (file stamp, summary)
+
+
 def summarize_run(run_dir: str | Path) -> RunSummary:
-    """``summarize_records`` over a run folder's ``metrics.jsonl`` (an empty summary when there is none)."""
-    return summarize_records(read_metrics(run_dir))
+    """``summarize_records`` over a run folder's ``metrics.jsonl`` (an empty summary when there is none).
+
+    Kept per run folder against the file's (inode, mtime, size): listing many runs every few seconds
+    (``list_runs``, the workbench's runs table) re-reads only the metrics that changed.
+    """
+    path = Path(run_dir)
+    try:
+        st = (path / METRICS_FILE).stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    hit = _CACHE.get(str(path))
+    if hit is None or hit[0] != stamp:
+        hit = _CACHE[str(path)] = (stamp, summarize_records(read_metrics(path)))
+    return hit[1]

@@ -10,30 +10,12 @@ import pandas as pd
 import panel as pn
 import param
 
-from pathlib import Path
-
 from model.train import list_runs
 from model.train.runs import RunDir
 from model.train.summary import summarize_run
 
 RUN_COLUMNS = ["name", "tags", "state", "step", "steps", "packing", "loss", "lr", "d_model", "layers", "device",
                "held-out loss", "held-out cos", "held-out top-1", "vs copy", "updated"]
-_SUMMARIES: dict[str, tuple] = {}  # run path -> ((mtime, size) of metrics.jsonl, RunSummary)
-
-
-def _summary(path: Path):
-    f = RunDir(path).metrics_file
-    try:
-        st = f.stat()
-        key = (st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = None
-    hit = _SUMMARIES.get(str(path))
-    if hit is None or hit[0] != key:
-        hit = _SUMMARIES[str(path)] = (key, summarize_run(path))
-    return hit[1]
-
-
 def _fmt(v, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
@@ -47,7 +29,7 @@ def runs_rows(runs_dir) -> list[dict]:
             cfg = RunDir(r["path"]).read_config()
         except (OSError, ValueError):
             cfg = {}
-        model, s = cfg.get("model") or {}, _summary(Path(r["path"]))
+        model, s = cfg.get("model") or {}, summarize_run(r["path"])  # cached by the model layer
         tags = cfg.get("tags") or ""
         margin = s.margin
         rows.append({**r, "tags": ", ".join(tags) if isinstance(tags, (list, tuple)) else str(tags),
