@@ -1,11 +1,12 @@
-"""MoE feed-forward, forward + backward: loop dispatch (the reference) vs grouped dispatch (sync-free).
+"""MoE feed-forward, forward + backward: loop dispatch (the reference) vs the sync-free grouped and dense dispatches.
 
     python benchmarks/bench_moe.py                      # CPU, a small shape
     python benchmarks/bench_moe.py --device cuda        # rows of 2048 at width 768, bf16 autocast and fp32
 
 Packed rows (segments of random lengths, a little padding at each row's end), the same weights and
-inputs for both paths. The grouped path gets ``segment_index`` precomputed, as a model passing it
-once per step would. Cases are timed round-robin (one repeat of each in turn), so load from other
+inputs for every path. The sync-free paths get ``segment_index`` precomputed, as a model passing it
+once per step would. ``dense`` runs every expert on every token (E/k times the experts' FLOPs; what
+``auto`` picks when top_k == n_experts): try ``--experts 1 --top-k 1``. Cases are timed round-robin (one repeat of each in turn), so load from other
 processes spreads over all of them. ``vs loop`` = loop's ms / this case's ms (> 1: faster).
 Results: <out>/moe_<device>[_quick].{json,md}; benchmarks/results/ only with --update.
 """
@@ -68,6 +69,8 @@ def main() -> None:
     loop = MoE(cfg).to(dev)
     grouped = MoE(dataclasses.replace(cfg, moe_dispatch="grouped")).to(dev)
     grouped.load_state_dict(loop.state_dict())
+    dense = MoE(dataclasses.replace(cfg, moe_dispatch="dense")).to(dev)
+    dense.load_state_dict(loop.state_dict())
     x = torch.randn(rows, L, d, device=dev, requires_grad=True)
 
     def step(moe: MoE, amp: bool, pass_index: bool):
@@ -87,6 +90,7 @@ def main() -> None:
             cases.append((f"grouped {dt}", dt, lambda amp=amp: step(grouped, amp, True)))
         else:
             print(f"grouped {dt}: torch._grouped_mm does not serve {dev.type}/{dt} here; it would fall back to loop")
+        cases.append((f"dense {dt}", dt, lambda amp=amp: step(dense, amp, True)))
 
     times = {name: [] for name, _, _ in cases}
     for _, _, fn in cases:  # warm-up

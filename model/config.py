@@ -16,10 +16,11 @@ from model.ops.causal_conv1d import CONV_BACKENDS
 from model.ops.selective_scan import available_backends
 from model.schema import setting
 
-# how the MoE runs its experts (model.moe): auto = grouped where torch._grouped_mm serves the device
-# and dtype (CUDA bf16), loop elsewhere; loop = one matmul per expert with host-side split sizes
-# (the reference oracle); grouped = one device-side sort and grouped matmuls, no host sync
-MOE_DISPATCH = ("auto", "loop", "grouped")
+# how the MoE runs its experts (model.moe): loop = one matmul per expert with host-side split sizes
+# (the reference oracle); grouped = one device-side sort and grouped matmuls, no host sync; dense =
+# every expert on every token weighted by its gate, no host sync; auto = grouped on Hopper in bf16,
+# dense when top_k == n_experts, loop elsewhere
+MOE_DISPATCH = ("auto", "loop", "grouped", "dense")
 
 
 def scan_backends() -> tuple[str, ...]:
@@ -44,9 +45,12 @@ class VMMoEConfig:
     d_expert: int | None = setting(None, "expert hidden size; None = 2 * d_model", ge=1, optional=True, group="moe")
     balance_coef: float = setting(0.01, "weight of the per-segment load-balancing loss", ge=0, group="moe")
     z_loss_coef: float = setting(1e-3, "weight of the router z-loss", ge=0, group="moe")
-    moe_dispatch: str = setting("auto", "how the MoE runs its experts: auto (grouped on Hopper GPUs in bf16, where it was measured faster; loop elsewhere), "
-                                        "loop (one matmul per expert, the reference) or grouped (torch._grouped_mm "
-                                        "after a device-side sort: no host sync)", choices=MOE_DISPATCH, group="moe")
+    moe_dispatch: str = setting("auto", "how the MoE runs its experts: auto (grouped on Hopper GPUs in bf16, where it was "
+                                        "measured faster; dense when top_k == n_experts; loop elsewhere), loop (one "
+                                        "matmul per expert, the reference), grouped (torch._grouped_mm after a "
+                                        "device-side sort: no host sync) or dense (every expert on every token, "
+                                        "weighted by its gate: no host sync, E/k times the expert FLOPs)",
+                                choices=MOE_DISPATCH, group="moe")
     isolate_segments: bool = setting(True, "reset state and router statistics at segment starts; False = the "
                                            "deliberately LEAKY configuration", group="isolation")
     scan_backend: str = setting("auto", "selective-scan backend (model.ops registry)", choices=scan_backends,

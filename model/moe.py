@@ -6,7 +6,7 @@ row, that is a leak from one sequence into the next. Here every token is sent to
 whatever the load, so a token's output is a function of that token alone. Tokens are grouped per
 expert by one sort (no per-token Python loop); the experts run one matmul each.
 
-Two dispatch paths (``VMMoEConfig.moe_dispatch``), equal up to rounding:
+Three dispatch paths (``VMMoEConfig.moe_dispatch``), equal up to rounding:
 
 * ``loop`` -- the reference oracle: real tokens picked with ``nonzero``, split sizes taken to the
   host, one matmul per expert. Two host syncs per layer (on an H200 they cost 114 -> 71 ms a step).
@@ -15,6 +15,10 @@ Two dispatch paths (``VMMoEConfig.moe_dispatch``), equal up to rounding:
   ends come from ``searchsorted`` on the sorted experts, and each SwiGLU matmul is one
   ``torch._grouped_mm``. Padding pairs are given to the last expert with a zeroed input, so they
   add exact zeros (no rows outside the groups, whose contents ``_grouped_mm`` leaves undefined).
+* ``dense`` -- no host sync, any dtype and device: the same masked routing as ``grouped``, then
+  every expert runs on every position and is weighted by its gate (0 where it was not chosen).
+  E/k times the experts' FLOPs, so ``auto`` takes it only when ``top_k == n_experts``: then every
+  token goes to every expert anyway and a sort/gather/scatter is pure overhead.
 
 Why per-segment balance statistics: the load-balancing loss needs counts over "a sequence"; taken
 over a packed row, the gradient of one sequence's router would depend on its neighbours. We use
@@ -93,13 +97,14 @@ class Experts(nn.Module):
             bound = 1.0 / math.sqrt(w.shape[1])
             nn.init.uniform_(w, -bound, bound)
 
+    def forward_one(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert e on every row: x (M, D) -> (M, D)."""
+        return (F.silu(x @ self.w_gate[e]) * (x @ self.w_up[e])) @ self.w_down[e]
+
     def forward(self, x_sorted: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """x_sorted (N*k, D) grouped by expert, counts[e] rows for expert e -> (N*k, D)."""
-        outs = []
-        for e, xe in enumerate(x_sorted.split(counts)):
-            # xe : (counts[e], D)
-            outs.append((F.silu(xe @ self.w_gate[e]) * (xe @ self.w_up[e])) @ self.w_down[e])
-        return torch.cat(outs)
+        # xe : (counts[e], D)
+        return torch.cat([self.forward_one(xe, e) for e, xe in enumerate(x_sorted.split(counts))])
 
     def forward_grouped(self, x_sorted: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         """x_sorted (M, D) grouped by expert, ends (E,) int32 end row of each group (ends[-1] = M) -> (M, D).
@@ -202,16 +207,26 @@ class MoE(nn.Module):
             raise ValueError(f"moe_dispatch={config.moe_dispatch!r}: expected one of {MOE_DISPATCH}")
         self.dispatch = config.moe_dispatch
 
-    def use_grouped(self, x: torch.Tensor) -> bool:
-        """The dispatch path for this input: grouped when asked for and supported, else loop."""
-        if self.dispatch == "loop" or (self.dispatch == "auto" and not _grouped_measured_faster(x.device)):
-            # auto: grouped only where it was measured faster. H200 (benchmarks/bench_moe.py --device cuda,
-            # rows 4 x 2048, width 768, E=8, k=2, bf16): 5.9 ms against 11.5 ms for the loop, and no host
-            # sync. CPU (shared 2-core box): 1.3-1.5x at best, medians too noisy to switch. Other GPUs:
-            # not measured, so the loop, the reference.
-            return False
+    def dispatch_path(self, x: torch.Tensor) -> str:
+        """The dispatch this input runs: "loop", "grouped" or "dense" (see the module docstring)."""
+        if self.dispatch in ("loop", "dense"):
+            return self.dispatch
         D, H = self.experts.w_gate.shape[1:]
-        return grouped_supported(x.device, _compute_dtype(x), (D, H))
+        grouped_ok = grouped_supported(x.device, _compute_dtype(x), (D, H))
+        if self.dispatch == "grouped":
+            return "grouped" if grouped_ok else "loop"
+        # auto: grouped only where it was measured faster. H200 (benchmarks/bench_moe.py --device cuda,
+        # rows 4 x 2048, width 768, E=8, k=2, bf16): 5.9 ms against 11.5 ms for the loop, and no host
+        # sync. CPU (shared 2-core box): 1.3-1.5x at best, medians too noisy to switch. Other GPUs:
+        # not measured, so the loop, the reference -- unless every token goes to every expert, where
+        # dense does the loop's FLOPs without its sort, gathers and host syncs.
+        if grouped_ok and _grouped_measured_faster(x.device):
+            return "grouped"
+        return "dense" if self.top_k == self.n_experts else "loop"
+
+    def use_grouped(self, x: torch.Tensor) -> bool:
+        """Whether this input runs the grouped dispatch."""
+        return self.dispatch_path(x) == "grouped"
 
     def forward(self, x: torch.Tensor, segment_ids: torch.Tensor | None = None, isolate: bool = True, *,
                 segment_index: tuple[torch.Tensor, int] | None = None):
@@ -229,9 +244,11 @@ class MoE(nn.Module):
         if segment_index is None:
             segment_index = global_segment_index(segment_ids)     # one host sync (int(S))
         gidx, S = segment_index
-        if self.use_grouped(x):
-            return self._forward_grouped(x, gidx, S, isolate)
-        return self._forward_loop(x, gidx, S, isolate)
+        path = self.dispatch_path(x)
+        if path == "loop":
+            return self._forward_loop(x, gidx, S, isolate)
+        return self._forward_sync_free(x, gidx, S, isolate,
+                                       self._dispatch_grouped if path == "grouped" else self._dispatch_dense)
 
     def _forward_loop(self, x: torch.Tensor, gidx: torch.Tensor, S: int, isolate: bool):
         """The reference oracle: real tokens by ``nonzero``, experts by host-side split sizes."""
@@ -304,10 +321,10 @@ class MoE(nn.Module):
         # a fixed-order sum over the k slots (no atomics): deterministic on every device
         return (y.view(N, k, D) * gates[..., None]).sum(1)
 
-    def _forward_grouped(self, x: torch.Tensor, gidx: torch.Tensor, S: int, isolate: bool):
+    def _forward_sync_free(self, x: torch.Tensor, gidx: torch.Tensor, S: int, isolate: bool, dispatch):
         """The same layer as ``_forward_loop`` with no host sync: every position is computed, padding
         is masked (``torch.where``, never a multiply: garbage there may be inf) out of the output and
-        the statistics, and the experts run as grouped matmuls over a device-side sort."""
+        the statistics, and ``dispatch`` (``_dispatch_grouped`` or ``_dispatch_dense``) runs the experts."""
         B, L, D = x.shape
         E, k = self.n_experts, self.top_k
         P = B * L
@@ -325,7 +342,7 @@ class MoE(nn.Module):
         probs = torch.where(real[:, None], probs_all, 0)
         top_p, top_idx = probs_all.topk(k, dim=-1)               # (P, k)
         gates = torch.where(real[:, None], top_p / top_p.sum(-1, keepdim=True), 0).to(x.dtype)
-        y_all = self._dispatch_grouped(x_all, torch.where(real[:, None], top_idx, E - 1), gates)  # (P, D)
+        y_all = dispatch(x_all, torch.where(real[:, None], top_idx, E - 1), gates)  # (P, D)
         out = torch.where(real[:, None], y_all.to(x.dtype), 0).view(B, L, D)
 
         T_seg, counts_seg, psum_seg = _group_sums(probs, top_idx, seg, S + 1, E, real)
@@ -365,6 +382,16 @@ class MoE(nn.Module):
         y = torch.empty_like(y_sorted).index_copy(0, order, y_sorted)  # back to (token, slot) order
         # the same fixed-order sum over the k slots as _dispatch (no atomics)
         return (y.view(N, k, D) * gates[..., None]).sum(1)
+
+    def _dispatch_dense(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``_dispatch`` with every expert on every row: x (N, D), top_idx/gates (N, k) -> (N, D)."""
+        # gate of each (row, expert): the row's gate where the expert is one of its k, else 0
+        g = gates.new_zeros(x.shape[0], self.n_experts).scatter(1, top_idx, gates)   # (N, E)
+        y = None
+        for e in range(self.n_experts):  # fixed expert order: deterministic, no atomics
+            ye = self.experts.forward_one(x, e) * g[:, e:e + 1]                     # (N, D)
+            y = ye if y is None else y + ye
+        return y
 
 
 def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int,

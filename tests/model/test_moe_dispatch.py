@@ -1,6 +1,6 @@
-"""Grouped (sync-free) MoE dispatch against the loop reference: forward, aux losses, statistics and
-every gradient equal; padding, length-1 segments, idle experts, top_k 1 and 2, E=1, leaky rows; the
-leakage audit passes with grouped dispatch; and the grouped path asks the host for nothing."""
+"""The sync-free MoE dispatches (grouped, dense) against the loop reference: forward, aux losses,
+statistics and every gradient equal; padding, length-1 segments, idle experts, top_k 1 and 2, E=1,
+leaky rows; the leakage audit passes with each; neither asks the host for anything; auto's choice."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,11 +18,15 @@ SEG = torch.tensor([[0] * 5 + [1] + [2] + [3] * 5, [0] * 6 + [-1] * 6, [-1] * 12
 D = 32
 
 
-def _pair(n_experts: int = 4, top_k: int = 2, dtype=torch.float32, seed: int = 0) -> tuple[MoE, MoE]:
+SYNC_FREE = ["grouped", "dense"]
+
+
+def _pair(n_experts: int = 4, top_k: int = 2, dtype=torch.float32, seed: int = 0, path: str = "grouped"
+          ) -> tuple[MoE, MoE]:
     cfg = VMMoEConfig(d_concept=16, d_model=D, n_layers=2, n_experts=n_experts, top_k=top_k, moe_dispatch="loop")
     torch.manual_seed(seed)
     loop = MoE(cfg).to(dtype)
-    grouped = MoE(dataclasses.replace(cfg, moe_dispatch="grouped")).to(dtype)
+    grouped = MoE(dataclasses.replace(cfg, moe_dispatch=path)).to(dtype)
     grouped.load_state_dict(loop.state_dict())
     return loop, grouped
 
@@ -38,7 +42,7 @@ def _run(moe: MoE, x: torch.Tensor, isolate: bool):
 
 
 def _compare(loop: MoE, grouped: MoE, x: torch.Tensor, isolate: bool, atol: float, rtol: float):
-    assert not loop.use_grouped(x) and grouped.use_grouped(x)
+    assert loop.dispatch_path(x) == "loop" and grouped.dispatch_path(x) == grouped.dispatch
     out_l, aux_l, g_l = _run(loop, x, isolate)
     out_g, aux_g, g_g = _run(grouped, x, isolate)
     assert out_g.dtype == out_l.dtype
@@ -58,10 +62,11 @@ def _compare(loop: MoE, grouped: MoE, x: torch.Tensor, isolate: bool, atol: floa
     return aux_g
 
 
-@pytest.mark.parametrize("n_experts,top_k", [(4, 2), (4, 1), (1, 1), (8, 2)])
+@pytest.mark.parametrize("path", SYNC_FREE)
+@pytest.mark.parametrize("n_experts,top_k", [(4, 2), (4, 1), (1, 1), (8, 2), (2, 2)])
 @pytest.mark.parametrize("isolate", [True, False])
-def test_grouped_equals_loop_fp32(n_experts, top_k, isolate):
-    loop, grouped = _pair(n_experts, top_k)
+def test_sync_free_equals_loop_fp32(n_experts, top_k, isolate, path):
+    loop, grouped = _pair(n_experts, top_k, path=path)
     x = torch.randn(3, 12, D)
     x[1, 6:] = 1e3  # garbage in padding
     aux = _compare(loop, grouped, x, isolate, atol=1e-5, rtol=1e-5)
@@ -69,8 +74,9 @@ def test_grouped_equals_loop_fp32(n_experts, top_k, isolate):
         assert aux.stats.load.min() < 1 / 8
 
 
-def test_grouped_equals_loop_with_idle_experts():
-    loop, grouped = _pair(4, 1)
+@pytest.mark.parametrize("path", SYNC_FREE)
+def test_sync_free_equals_loop_with_idle_experts(path):
+    loop, grouped = _pair(4, 1, path=path)
     with torch.no_grad():  # a router that sends everything to expert 2: experts 0, 1, 3 get zero tokens
         loop.router.weight.zero_()
         loop.router.weight[2] = 1.0
@@ -80,32 +86,39 @@ def test_grouped_equals_loop_with_idle_experts():
     assert torch.all(aux.stats.topk_idx[aux.stats.topk_idx >= 0] == 2)
 
 
+@pytest.mark.parametrize("path", SYNC_FREE)
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_grouped_equals_loop_bf16(top_k):
-    loop, grouped = _pair(4, top_k, dtype=torch.bfloat16)
+def test_sync_free_equals_loop_bf16(top_k, path):
+    loop, grouped = _pair(4, top_k, dtype=torch.bfloat16, path=path)
     x = torch.randn(3, 12, D, dtype=torch.bfloat16)
     _compare(loop, grouped, x, True, atol=2e-2, rtol=2e-2)
 
 
-def test_grouped_under_autocast_matches_loop():
-    loop, grouped = _pair(4, 2)
+@pytest.mark.parametrize("path", SYNC_FREE)
+def test_sync_free_under_autocast_matches_loop(path):
+    loop, grouped = _pair(4, 2, path=path)
     x = torch.randn(3, 12, D)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _compare(loop, grouped, x, True, atol=3e-2, rtol=3e-2)
 
 
-def test_auto_is_loop_and_unsupported_falls_back():
+def test_auto_choice_and_unsupported_falls_back():
     cfg = VMMoEConfig(d_concept=16, d_model=D, n_layers=2, n_experts=4, top_k=2)
-    assert cfg.moe_dispatch == "auto" and not MoE(cfg).use_grouped(torch.zeros(1, 2, D))
+    x = torch.zeros(1, 2, D)
+    assert cfg.moe_dispatch == "auto" and MoE(cfg).dispatch_path(x) == "loop"   # CPU: the reference
+    # every token to every expert (one expert, or top_k == n_experts): dense, nothing to sort
+    assert MoE(dataclasses.replace(cfg, n_experts=1, top_k=1)).dispatch_path(x) == "dense"
+    assert MoE(dataclasses.replace(cfg, n_experts=2, top_k=2)).dispatch_path(x) == "dense"
     odd = MoE(dataclasses.replace(cfg, d_model=30, d_expert=60, moe_dispatch="grouped"))
     assert not odd.use_grouped(torch.zeros(1, 2, 30, dtype=torch.bfloat16))  # 60 bytes: not 16-byte aligned
     with pytest.raises(ValueError, match="moe_dispatch"):
         VMMoEConfig(moe_dispatch="scatter")
 
 
-def test_grouped_path_asks_the_host_for_nothing(monkeypatch):
+@pytest.mark.parametrize("path", SYNC_FREE)
+def test_sync_free_path_asks_the_host_for_nothing(monkeypatch, path):
     """No .item()/.tolist()/nonzero/bool() and no bincount (which sizes itself on the host on CUDA)."""
-    _, grouped = _pair(4, 2)
+    _, grouped = _pair(4, 2, path=path)
     x = torch.randn(3, 12, D, requires_grad=True)
     seg_index = global_segment_index(SEG)  # the caller's one sync, made once per step
     calls = []
@@ -127,15 +140,16 @@ def test_grouped_path_asks_the_host_for_nothing(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_grouped_path_has_no_cuda_sync():
-    cfg = VMMoEConfig(d_concept=16, d_model=64, n_layers=2, n_experts=4, top_k=2, moe_dispatch="grouped")
+@pytest.mark.parametrize("path", SYNC_FREE)
+def test_sync_free_path_has_no_cuda_sync(path):
+    cfg = VMMoEConfig(d_concept=16, d_model=64, n_layers=2, n_experts=4, top_k=2, moe_dispatch=path)
     torch.manual_seed(0)
     moe = MoE(cfg).cuda()
     x = torch.randn(3, 12, 64, device="cuda", requires_grad=True)
     seg = SEG.cuda()
     seg_index = global_segment_index(seg)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert moe.use_grouped(x)
+        assert moe.dispatch_path(x) == path
         moe(x, seg, True, segment_index=seg_index)  # warm-up: lazy init may sync once
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
@@ -148,8 +162,9 @@ def test_grouped_path_has_no_cuda_sync():
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("path", SYNC_FREE)
 @pytest.mark.parametrize("leaky", [False, True])
-def test_leakage_audit_with_grouped_dispatch(leaky):
-    cfg = VMMoEConfig(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2, moe_dispatch="grouped")
+def test_leakage_audit_with_sync_free_dispatch(leaky, path):
+    cfg = VMMoEConfig(d_concept=16, d_model=32, n_layers=2, d_state=8, n_experts=4, top_k=2, moe_dispatch=path)
     rep = audit(leaky_config(cfg) if leaky else cfg)
     assert rep.passed != leaky
