@@ -111,7 +111,10 @@ def measure(modes, seqs, args) -> list[dict]:
     return rows
 
 
-EW_CASES = ("ours-packed-fp32", "ours-packed-bf16", "ours-leaky-fp32", "mambapy-leaky-fp32", "mambapy-leaky-bf16")
+# "-dense" cases: the same engine with a dense feed-forward of hidden size 1 in every block instead of the
+# --ew-ffn choice (no routing at all): the Mamba stack alone, side by side with the MoE cases
+EW_CASES = ("ours-packed-fp32", "ours-packed-bf16", "ours-leaky-fp32", "ours-packed-fp32-dense", "ours-packed-bf16-dense",
+            "mambapy-leaky-fp32", "mambapy-leaky-bf16")
 BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12}  # dense bf16, the datasheet's (SXM)
 
 
@@ -171,12 +174,12 @@ def equal_work(args) -> int:
           f"{rows} rows/step; lengths lognormal mean {np.mean(lengths):.1f} max {max(lengths)}; "
           f"{np.mean([s[3] for s in steps]):.0f} concepts/step", flush=True)
 
-    def ours():
-        # feed-forward ~0: a one-expert MoE of hidden size 1 (the table), or with --ew-ffn dense a
-        # dense MLP of hidden size 1 in every block (moe_every past the last block: no routing, no host syncs)
+    def ours(ffn: str):
+        # feed-forward ~0: a one-expert MoE of hidden size 1 (the table), or (ffn "dense") a dense
+        # MLP of hidden size 1 in every block (moe_every past the last block: no routing at all)
         cfg = VMMoEConfig(d_concept=d_concept, d_model=args.ew_d_model, n_layers=args.ew_layers, n_experts=1,
                           top_k=1, d_expert=1, balance_coef=0.0, z_loss_coef=0.0,
-                          moe_every=args.ew_layers + 1 if args.ew_ffn == "dense" else 1,
+                          moe_every=args.ew_layers + 1 if ffn == "dense" else 1,
                           conv_backend=args.ew_conv_backend, checkpoint_blocks=args.ew_checkpoint)
         torch.manual_seed(0)
         return VMMoE(cfg).to(device)
@@ -184,14 +187,14 @@ def equal_work(args) -> int:
     runs = {}
     for case in cases:
         m = _MambaPyStack(d_concept, args.ew_d_model, args.ew_layers).to(device) if case.startswith("mambapy") \
-            else ours()
+            else ours("dense" if case.endswith("-dense") else args.ew_ffn)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         runs[case] = (m, opt, [], 0)
     n_params = {c: sum(p.numel() for p in r[0].parameters()) for c, r in runs.items()}
 
     def step(case, v, ids, mask):
         m, opt = runs[case][0], runs[case][1]
-        bf16 = case.endswith("bf16")
+        bf16 = "bf16" in case
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if case.startswith("mambapy"):
                 pred = m(v)
@@ -223,12 +226,15 @@ def equal_work(args) -> int:
         cps = statistics.median(c / t for t, c in ts)
         mfu = 6 * n_params[case] * cps / BF16_PEAK_FLOPS[gpu] if gpu else None
         out.append({"case": case, "concepts_per_s": cps, "step_ms": step_s * 1000, "n_params": n_params[case],
-                    "peak_mem_gb": peak.get(case), "mfu_bf16_peak": mfu, "leak_free": "leaky" not in case})
+                    "peak_mem_gb": peak.get(case), "mfu_bf16_peak": mfu, "leak_free": "leaky" not in case,
+                    "ffn": "mamba.py: none" if case.startswith("mambapy") else
+                    ("dense, hidden 1" if case.endswith("-dense") else
+                     "one-expert MoE, hidden 1" if args.ew_ffn == "moe" else "dense, hidden 1")})
     by = {r["case"]: r["concepts_per_s"] for r in out}
     base = by.get("mambapy-leaky-fp32")
     for r in out:
         r["vs_mambapy_leaky_fp32"] = r["concepts_per_s"] / base if base else None
-    table = markdown_table(out, ["case", "concepts_per_s", "vs_mambapy_leaky_fp32", "step_ms", "peak_mem_gb",
+    table = markdown_table(out, ["case", "ffn", "concepts_per_s", "vs_mambapy_leaky_fp32", "step_ms", "peak_mem_gb",
                                  "mfu_bf16_peak", "leak_free", "n_params"])
     print(table)
     ratios = []
@@ -236,6 +242,9 @@ def equal_work(args) -> int:
         ratios.append(f"isolation overhead (leaky / packed - 1): {by['ours-leaky-fp32'] / by['ours-packed-fp32'] - 1:+.1%}")
     if "ours-packed-bf16" in by and "ours-packed-fp32" in by:
         ratios.append(f"bf16 / fp32 (packed): {by['ours-packed-bf16'] / by['ours-packed-fp32']:.2f}x")
+    if "ours-packed-bf16-dense" in by and "ours-packed-fp32-dense" in by:
+        ratios.append(f"bf16 / fp32 (packed, dense feed-forward): "
+                      f"{by['ours-packed-bf16-dense'] / by['ours-packed-fp32-dense']:.2f}x")
     print("\n".join(ratios))
     settings = {k: v for k, v in vars(args).items() if k not in ("name", "out", "argv")}
     from model.ops import auto_backend
