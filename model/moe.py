@@ -306,7 +306,10 @@ class MoE(nn.Module):
             load=counts_seg.sum(0) / (k * n_real),
             aux_loss_per_segment=self.balance_coef * balance_per_segment + self.z_loss_coef * z_per_segment,
         )
-        loss = self.balance_coef * balance + self.z_loss_coef * z
+        # a term whose coefficient is 0 is left out rather than multiplied by 0: backward then never
+        # walks its graph (~40 kernels a layer); the statistics keep theirs for the audit
+        terms = [c * t for c, t in ((self.balance_coef, balance), (self.z_loss_coef, z)) if c]
+        loss = sum(terms[1:], terms[0]) if terms else z.new_zeros(())
         return MoEAux(loss=loss, balance=balance, z=z, stats=stats)
 
     def _dispatch(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -330,28 +333,28 @@ class MoE(nn.Module):
         P = B * L
         gidx = gidx.reshape(-1)                                  # (P,)
         real = gidx >= 0                                         # (P,) bool
-        n_real = real.sum().float()                              # () on the device
-        # padding goes to a dump group S (rows: B) that is sliced off; S is a host int already
+        # padding goes to a dump group S (rows: B) that is sliced off, so no statistic needs a mask
+        # (each mask is a kernel forward and one backward); S is a host int already
         seg = torch.where(real, gidx, S)                         # (P,)
-        row = torch.where(real, torch.arange(P, device=x.device) // L, B)  # (P,)
 
-        # zeroed padding input: padding pairs then add exact zeros in the experts and the router
+        # zeroed padding input: padding then adds exact zeros in the experts and finite router logits
         x_all = torch.where(real[:, None], x.reshape(P, D), 0)  # (P, D)
         logits = self.router(x_all)                              # (P, E) float32
         probs_all = logits.softmax(-1)                           # (P, E)
-        probs = torch.where(real[:, None], probs_all, 0)
         top_p, top_idx = probs_all.topk(k, dim=-1)               # (P, k)
-        gates = torch.where(real[:, None], top_p / top_p.sum(-1, keepdim=True), 0).to(x.dtype)
+        gates = (top_p / top_p.sum(-1, keepdim=True)).to(x.dtype)  # padding's gates meet a zero expert output
         y_all = dispatch(x_all, torch.where(real[:, None], top_idx, E - 1), gates)  # (P, D)
         out = torch.where(real[:, None], y_all.to(x.dtype), 0).view(B, L, D)
 
-        T_seg, counts_seg, psum_seg = _group_sums(probs, top_idx, seg, S + 1, E, real)
+        T_seg, counts_seg, psum_seg = _group_sums(probs_all, top_idx, seg, S + 1, E)
         T_seg, counts_seg, psum_seg = T_seg[:S], counts_seg[:S], psum_seg[:S]
+        n_real = T_seg.sum()                                     # () on the device
         if isolate:
             balance_per_segment = _balance_loss(T_seg, counts_seg, psum_seg, E, k)   # (S,)
             balance = balance_per_segment.mean()
         else:
-            T_row, counts_row, psum_row = _group_sums(probs, top_idx, row, B + 1, E, real)
+            row = torch.where(real, torch.arange(P, device=x.device) // L, B)  # (P,)
+            T_row, counts_row, psum_row = _group_sums(probs_all, top_idx, row, B + 1, E)
             T_row, counts_row, psum_row = T_row[:B], counts_row[:B], psum_row[:B]
             has = T_row > 0                                      # rows with a real token
             # all-padding rows: T clamped to 1 gives 0 / 1 = 0 (no NaN), then left out of the mean
@@ -361,11 +364,13 @@ class MoE(nn.Module):
             seg_row = torch.zeros(S + 1, dtype=torch.long, device=x.device).index_copy(
                 0, seg, torch.where(real, row, 0))[:S]
             balance_per_segment = balance_per_row[seg_row]
-        z_tok = torch.where(real, torch.logsumexp(logits, dim=-1).pow(2), 0)  # (P,) float32
-        z = z_tok.sum() / n_real
-        z_per_segment = torch.zeros(S + 1, device=x.device).index_add(0, seg, z_tok)[:S] / T_seg
+        z_tok = torch.logsumexp(logits, dim=-1).pow(2)           # (P,) float32
+        z_sum = torch.zeros(S + 1, device=x.device).index_add_(0, seg, z_tok)[:S]  # (S,) per-segment sums
+        z = z_sum.sum() / n_real
+        z_per_segment = z_sum / T_seg
 
-        return out, self._aux(probs.detach().view(B, L, E), torch.where(real[:, None], top_idx, -1).view(B, L, k),
+        probs = torch.where(real[:, None], probs_all.detach(), 0)  # the statistic: 0 at padding
+        return out, self._aux(probs.view(B, L, E), torch.where(real[:, None], top_idx, -1).view(B, L, k),
                               counts_seg, T_seg, balance_per_segment, z_per_segment, n_real, balance, z)
 
     def _dispatch_grouped(self, x: torch.Tensor, top_idx: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -394,20 +399,19 @@ class MoE(nn.Module):
         return y
 
 
-def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int,
-                weight: torch.Tensor | None = None):
+def _group_sums(probs: torch.Tensor, top_idx: torch.Tensor, group: torch.Tensor, G: int, E: int):
     """Per-group token count T (G,), expert choice counts (G, E) and summed router probs (G, E).
 
-    weight (N,) bool: which tokens count (the grouped path's real tokens; the others still land in
-    their group -- a dump group -- but add 0). None = all.
+    group (N,) in [0, G): the sync-free paths send padding to a last, dump group and slice it off.
     """
-    ones = torch.ones_like(group, dtype=torch.float32) if weight is None else weight.float()  # (N,)
-    T = torch.zeros(G, device=probs.device).index_add(0, group, ones)
+    # counts as bincount (which sizes itself on the host on CUDA); in place on fresh zeros, which saves
+    # the copy an out-of-place index_add makes
+    dev = probs.device
+    T = torch.zeros(G, device=dev).index_add_(0, group, torch.ones_like(group, dtype=torch.float32))
     slot = (group[:, None] * E + top_idx).reshape(-1)            # (N*k,) flat (group, expert) index
-    counts = torch.zeros(G * E, device=probs.device).index_add(
-        0, slot, ones[:, None].expand(-1, top_idx.shape[1]).reshape(-1)).view(G, E)
-    psum = torch.zeros(G, E, device=probs.device, dtype=probs.dtype).index_add(0, group, probs)
-    return T, counts, psum
+    counts = torch.zeros(G * E, device=dev).index_add_(0, slot, torch.ones_like(slot, dtype=torch.float32))
+    psum = torch.zeros(G, E, device=dev, dtype=probs.dtype).index_add_(0, group, probs)
+    return T, counts.view(G, E), psum
 
 
 def _balance_loss(T: torch.Tensor, counts: torch.Tensor, psum: torch.Tensor, E: int, k: int) -> torch.Tensor:
