@@ -6,6 +6,7 @@ first concept of the next one.
 
     targets, mask = next_concept_targets(values, segment_ids)
     out = concept_loss(prediction, values, segment_ids, kind="cosine" | "mse" | "infonce")
+    out = concept_loss(prediction, values, segment_ids, kind="cosine", nce_weight=0.5)  # cosine + 0.5 * InfoNCE
     m = concept_metrics(prediction, values, segment_ids)   # cosine, top1, top5, copy_* and mean_* baselines
 
 Retrieval metrics (top-1 / top-5) rank the true next vector among *all targets of the batch given*
@@ -13,10 +14,18 @@ Retrieval metrics (top-1 / top-5) rank the true next vector among *all targets o
 to two baselines measured on the same candidates: "copy the current vector" (``copy_*``) and "the
 running mean of the segment so far" (``mean_*``), so a user sees whether the model learned more than
 copying its input or averaging its context.
+
+Retrieval-aware training: ``nce_weight`` > 0 adds ``nce_weight * InfoNCE`` to a cosine (or MSE) loss,
+per target. The InfoNCE candidates are exactly the pool the top-k metrics rank in, all targets of the
+batch, so it is a smooth surrogate of top-1. Among them, for every position but a segment's first, is
+the *current* concept (the target of the position before): the hard negative that copying the input
+always picks. Negatives may come from other segments (they are data, never inputs), but a position's
+loss depends only on its own prediction: no gradient reaches another segment's prediction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +45,7 @@ class LossOutput:
     loss: torch.Tensor
     n_targets: int
     per_segment: torch.Tensor
+    parts: dict = field(default_factory=dict)  # {"cosine": float, "infonce": float} when nce_weight > 0
 
 
 def _check(prediction, values, segment_ids, validate: bool = True):
@@ -88,20 +98,27 @@ def _infonce(pred, tgt, temperature, extra_logits=None):
 
 def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor,
                  kind: str = "cosine", temperature: float = 0.05, distractors: torch.Tensor | None = None,
-                 validate: bool = True) -> LossOutput:
+                 validate: bool = True, nce_weight: float = 0.0) -> LossOutput:
     """Next-concept loss inside segments.
 
     prediction, values : (rows, L, d)  the model's output at t is compared with values at t+1
     kind               : "cosine" (1 - cos), "mse" (mean over d), "infonce" (in-batch negatives)
+    nce_weight         : kind "cosine" / "mse" only: per target, loss + nce_weight * InfoNCE (in-batch
+                         negatives, plus ``distractors``); ``parts`` then holds both terms' means
     distractors        : extra InfoNCE negatives, (rows, L, k, d) per position or (M, d) shared
-    returns LossOutput(loss, n_targets, per_segment)
+    returns LossOutput(loss, n_targets, per_segment, parts)
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if distractors is not None and kind != "infonce":
-        raise ValueError(f"distractors are only used by kind='infonce', not {kind!r}")
+    if not (isinstance(nce_weight, (int, float)) and math.isfinite(nce_weight) and nce_weight >= 0):
+        raise ValueError(f"nce_weight must be a finite number >= 0, got {nce_weight!r}")
+    if nce_weight and kind == "infonce":
+        raise ValueError("nce_weight adds InfoNCE to kind='cosine' or 'mse'; kind='infonce' is InfoNCE alone")
+    uses_nce = kind == "infonce" or nce_weight > 0
+    if distractors is not None and not uses_nce:
+        raise ValueError(f"distractors are only used by kind='infonce' or nce_weight > 0, not {kind!r} alone")
     _check(prediction, values, segment_ids, validate)
     targets, mask = next_concept_targets(values, segment_ids)
     pred, tgt = prediction[mask], targets[mask]  # (M, d)
@@ -113,13 +130,19 @@ def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: to
         per = (pred - tgt.to(pred.dtype)).pow(2).mean(-1)
     else:
         per = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
+    parts = {}
+    if nce_weight > 0:
+        nce = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
+        if per.numel():
+            parts = {kind: float(per.detach().mean()), "infonce": float(nce.detach().mean())}
+        per = per + nce_weight * nce
     n = int(mask.sum())
     loss = per.mean() if n else prediction.sum() * 0.0  # keeps the graph; no target, no signal
     with torch.no_grad():
         sums = torch.zeros(n_seg, dtype=per.dtype, device=per.device).index_add_(0, seg_of, per.detach())
         counts = torch.bincount(seg_of, minlength=n_seg).to(per.dtype)
         per_segment = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
-    return LossOutput(loss=loss, n_targets=n, per_segment=per_segment)
+    return LossOutput(loss=loss, n_targets=n, per_segment=per_segment, parts=parts)
 
 
 def _distractor_logits(pred, distractors, mask, temperature):

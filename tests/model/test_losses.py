@@ -104,6 +104,60 @@ def test_infonce_distractors_add_negatives():
     assert float(hard.loss) > float(per_pos.loss)
 
 
+def test_cosine_plus_infonce_by_hand():
+    """nce_weight: per target, (1 - cos) + w * InfoNCE over the batch's targets, which include the current
+    concept (the target of the position before) as a negative."""
+    values = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]])
+    seg = torch.tensor([[0, 0, 0, -1]])  # one segment of 3 and a padding position
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [7.0, 7.0], [3.0, 3.0]]])
+    T, w = 0.5, 0.3
+    out = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=w)
+    # targets: t0 -> (1, 1)/sqrt2 (its own current concept e0 is not a candidate), t1 -> e1;
+    # candidates = both targets. pred 0 = e0: cos (1/sqrt2, 0); pred 1 = e1: cos (1/sqrt2, 1)
+    r = 1 / math.sqrt(2)
+    cos0, cos1 = 1 - r, 1 - 1.0
+    nce0 = -math.log(math.exp(r / T) / (math.exp(r / T) + math.exp(0 / T)))
+    nce1 = -math.log(math.exp(1 / T) / (math.exp(r / T) + math.exp(1 / T)))
+    assert out.n_targets == 2
+    assert float(out.loss) == pytest.approx(((cos0 + w * nce0) + (cos1 + w * nce1)) / 2, rel=1e-5)
+    assert out.parts["cosine"] == pytest.approx((cos0 + cos1) / 2, rel=1e-5)
+    assert out.parts["infonce"] == pytest.approx((nce0 + nce1) / 2, rel=1e-5)
+    assert float(out.per_segment[0]) == pytest.approx(float(out.loss), rel=1e-6)
+    # weight 0 is the plain cosine loss, with no parts
+    plain = concept_loss(pred, values, seg, "cosine", temperature=T)
+    assert float(plain.loss) == pytest.approx((cos0 + cos1) / 2, rel=1e-5) and plain.parts == {}
+    # MSE takes the same term
+    mse = concept_loss(pred, values, seg, "mse", temperature=T, nce_weight=w)
+    assert float(mse.loss) == pytest.approx(float(concept_loss(pred, values, seg, "mse").loss) + w * (nce0 + nce1) / 2,
+                                            rel=1e-5)
+
+
+def test_cosine_plus_infonce_gradients_stay_with_their_position():
+    """Finite gradients; no gradient at segment ends or padding; and a position's loss reaches only its own
+    prediction: the other segments' targets are its negatives (data), their predictions get nothing from it."""
+    g = torch.Generator().manual_seed(4)
+    values = torch.randn(2, 6, 5, generator=g)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, -1, -1]])
+    pred = torch.randn(2, 6, 5, generator=g, requires_grad=True)
+    out = concept_loss(pred, values, seg, "cosine", nce_weight=1.0, temperature=0.1)
+    (grad,) = torch.autograd.grad(out.loss, pred)
+    assert torch.isfinite(grad).all()
+    no_target = torch.tensor([[0, 0, 1, 0, 0, 1], [0, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.count_nonzero(grad[no_target]) == 0
+    assert torch.count_nonzero(grad[~no_target].abs().sum(-1)) == (~no_target).sum()
+    # segment 0 of row 0's loss (positions 0 and 1): gradient only at those two predictions
+    per = concept_loss(pred, values, seg, "cosine", nce_weight=1.0, temperature=0.1)
+    targets, mask = next_concept_targets(values, seg)
+    p, t = pred[mask], targets[mask]
+    cand = F.normalize(t, dim=-1)
+    logits = F.normalize(p, dim=-1) @ cand.T / 0.1
+    own = 1 - F.cosine_similarity(p, t, dim=-1) + F.cross_entropy(logits, torch.arange(len(p)), reduction="none")
+    assert float(own.mean().detach()) == pytest.approx(float(per.loss.detach()), rel=1e-5)
+    (g0,) = torch.autograd.grad(own[:2].sum(), pred)
+    touched = g0.abs().sum(-1) > 0
+    assert touched[0, :2].all() and int(touched.sum()) == 2
+
+
 def test_metrics_by_hand():
     e = torch.eye(3)
     # one segment: v0=e0, v1=e1, v2=e2, v3=e0 -> targets e1, e2, e0 (candidates)
@@ -151,6 +205,9 @@ def test_no_target_gives_zero_loss_with_graph():
      "distractors must have shape"),
     (lambda p, v, s: concept_loss(p, v, s, distractors=torch.zeros(2, 2)), ValueError, "only used by kind='infonce'"),
     (lambda p, v, s: concept_metrics(p, v, s[:, :2]), SegmentLayoutError, "segment_ids has shape"),
+    (lambda p, v, s: concept_loss(p, v, s, nce_weight=-1.0), ValueError, "nce_weight must be a finite number"),
+    (lambda p, v, s: concept_loss(p, v, s, nce_weight=float("nan")), ValueError, "nce_weight must be a finite"),
+    (lambda p, v, s: concept_loss(p, v, s, kind="infonce", nce_weight=0.5), ValueError, "InfoNCE alone"),
 ])
 def test_bad_input(call, err, match):
     p, v, s = torch.randn(1, 4, 2), torch.randn(1, 4, 2), torch.zeros(1, 4, dtype=torch.long)
