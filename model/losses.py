@@ -79,16 +79,20 @@ def next_concept_targets(values: torch.Tensor, segment_ids: torch.Tensor) -> tup
     return targets, mask
 
 
-def _infonce(pred, tgt, temperature, extra_logits=None):
+def _infonce(pred, tgt, temperature, extra_logits=None, seen=None):
     """pred, tgt (M, d): cross-entropy of each prediction against all targets (positive on the diagonal).
 
-    Candidates identical to the positive (a repeated sentence) are not counted as negatives.
+    Candidates identical to the positive (a repeated sentence) are not counted as negatives; with
+    ``seen = (segment, position)`` (M,) neither are the targets the position's own segment already showed.
     """
     p, t = F.normalize(pred, dim=-1), F.normalize(tgt, dim=-1)
     logits = p @ t.T / temperature  # (M, M)
     with torch.no_grad():
         same = (t @ t.T) > 1 - 1e-6
         same.fill_diagonal_(False)
+        if seen is not None:
+            seg, pos = seen
+            same |= (seg[:, None] == seg[None, :]) & (pos[None, :] < pos[:, None])
     logits = logits.masked_fill(same, float("-inf"))
     if extra_logits is not None:
         logits = torch.cat([logits, extra_logits], dim=1)
@@ -98,13 +102,15 @@ def _infonce(pred, tgt, temperature, extra_logits=None):
 
 def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor,
                  kind: str = "cosine", temperature: float = 0.05, distractors: torch.Tensor | None = None,
-                 validate: bool = True, nce_weight: float = 0.0) -> LossOutput:
+                 validate: bool = True, nce_weight: float = 0.0, nce_unseen: bool = False) -> LossOutput:
     """Next-concept loss inside segments.
 
     prediction, values : (rows, L, d)  the model's output at t is compared with values at t+1
     kind               : "cosine" (1 - cos), "mse" (mean over d), "infonce" (in-batch negatives)
     nce_weight         : kind "cosine" / "mse" only: per target, loss + nce_weight * InfoNCE (in-batch
                          negatives, plus ``distractors``); ``parts`` then holds both terms' means
+    nce_unseen         : InfoNCE leaves out the targets a position's own segment already showed (its current
+                         concept and before): the pool of the ``*_unseen`` metrics instead of the plain top-k's
     distractors        : extra InfoNCE negatives, (rows, L, k, d) per position or (M, d) shared
     returns LossOutput(loss, n_targets, per_segment, parts)
     """
@@ -132,7 +138,9 @@ def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: to
         per = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
     parts = {}
     if nce_weight > 0:
-        nce = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
+        seen = (seg_of, torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[mask]) if nce_unseen else None
+        nce = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature),
+                       seen)
         if per.numel():
             parts = {kind: float(per.detach().mean()), "infonce": float(nce.detach().mean())}
         per = per + nce_weight * nce
@@ -162,18 +170,26 @@ def _distractor_logits(pred, distractors, mask, temperature):
     raise ValueError(f"distractors must have shape ({rows}, {L}, k, {d}) or (M, {d}), got {tuple(distractors.shape)}")
 
 
-def _ranks(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+def _ranks(queries: torch.Tensor, candidates: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> torch.Tensor:
     """(M,) rank of candidate i for query i among all candidates by cosine (0 = best).
 
     Rank counts candidates scoring strictly higher, so a duplicate of the true vector does not
-    push it down.
+    push it down. ``seen = (segment, position)`` of each (M,): candidates of query i's own segment at an
+    earlier position (targets the segment has already shown by then: its current concept and those
+    before) are left out of its ranking.
     """
     q, c = F.normalize(queries.float(), dim=-1), F.normalize(candidates.float(), dim=-1)
     ranks = []
     for i0 in range(0, q.shape[0], _BLOCK):
         scores = q[i0:i0 + _BLOCK] @ c.T  # (block, M)
         own = scores.gather(1, torch.arange(i0, i0 + scores.shape[0], device=q.device)[:, None])  # (block, 1)
-        ranks.append((scores > own).sum(dim=1))
+        higher = scores > own
+        if seen is not None:
+            seg, pos = seen
+            block = slice(i0, i0 + scores.shape[0])
+            higher &= ~((seg[block, None] == seg[None, :]) & (pos[None, :] < pos[block, None]))
+        ranks.append(higher.sum(dim=1))
     return torch.cat(ranks)
 
 
@@ -201,18 +217,28 @@ def concept_metrics(prediction: torch.Tensor, values: torch.Tensor, segment_ids:
     in the first five among the candidates: all ``n_targets`` targets of this batch), the same three for
     two baselines, ``copy_*`` (predicting values[t] itself) and ``mean_*`` (predicting the running mean
     of the segment up to t), and ``n_targets`` (= the number of candidates each target is ranked among).
+
+    ``top1_unseen``/``top5_unseen`` (and their ``copy_`` / ``mean_`` twins) rank among the same candidates
+    less those the position's own segment has already shown (its current concept and the ones before: what
+    a reader, or ``generate(no_repeat=True)``, would never offer as the next sentence). The plain top-k keeps
+    them, so there the current concept is always a candidate, and the one copying ranks first.
     """
     _check(prediction, values, segment_ids)
     targets, mask = next_concept_targets(values, segment_ids)
     n = int(mask.sum())
-    keys = [f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")]
+    keys = [f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5", "top1_unseen", "top5_unseen")]
     if n == 0:
         return {**{k: float("nan") for k in keys}, "n_targets": 0}
     tgt = targets[mask].float()
+    gidx, _ = global_segment_index(segment_ids)
+    pos = torch.arange(values.shape[1], device=values.device).expand(values.shape[0], -1)
+    seen = (gidx[mask], pos[mask])
     out = {}
     for p, guess in (("", prediction[mask]), ("copy_", values[mask]), ("mean_", running_mean(values, segment_ids)[mask])):
         guess = guess.float()
-        ranks = _ranks(guess, tgt)
+        ranks, unseen = _ranks(guess, tgt), _ranks(guess, tgt, seen)
         out.update({f"{p}cosine": float(F.cosine_similarity(guess, tgt, dim=-1).mean()),
-                    f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean())})
+                    f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean()),
+                    f"{p}top1_unseen": float((unseen < 1).float().mean()),
+                    f"{p}top5_unseen": float((unseen < 5).float().mean())})
     return {**out, "n_targets": n}

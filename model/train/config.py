@@ -68,6 +68,9 @@ class TrainConfig:
     nce_weight: float = setting(0.0, "retrieval term: loss + nce_weight * InfoNCE against the step's other targets "
                                      "(the current concept among them); loss 'cosine' or 'mse'", ge=0,
                                 group="optimisation")
+    nce_unseen: bool = setting(False, "nce_weight > 0: leave out of the InfoNCE negatives what a position's segment "
+                                      "already showed (its current concept and before), as the *_unseen top-k do",
+                               group="optimisation")
     temperature: float = setting(0.05, "InfoNCE temperature (loss='infonce', or nce_weight > 0)", gt=0,
                                  group="optimisation")
     seed: int = setting(0, "seed of weights, data order and held-out split", ge=0, group="optimisation")

@@ -200,7 +200,8 @@ class Trainer:
         with autocast(self.device, self.dtype):
             out = model(batch.values, batch.segment_ids)
         lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=self.cfg.loss,
-                          temperature=self.cfg.temperature, nce_weight=self.cfg.nce_weight)
+                          temperature=self.cfg.temperature, nce_weight=self.cfg.nce_weight,
+                          nce_unseen=self.cfg.nce_unseen)
         return out, lo
 
     def train_step(self, seq_index: list[int]) -> dict:
@@ -265,7 +266,8 @@ class Trainer:
     # the train record under DDP: these are means over the step's targets, reduced weighted by each rank's
     # targets; concepts / targets / concepts_per_s are summed; step_time and memory_mb are the slowest rank's
     _TARGET_MEANS = ("loss", "aux_loss", "balance", "z", "total_loss", "loss_cosine", "loss_mse", "loss_infonce",
-                     *(f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")))
+                     *(f"{p}{k}" for p in ("", "copy_", "mean_")
+                       for k in ("cosine", "top1", "top5", "top1_unseen", "top5_unseen")))
 
     def _reduce_record(self, record: dict, positions: int) -> dict:
         """The global train record of this step: every rank's share reduced (one all_reduce of sums, one of maxima)."""

@@ -171,6 +171,15 @@ def test_metrics_by_hand():
     assert m["top5"] == pytest.approx(1.0)  # only 3 candidates
     # copying the current vector: cos(e0,e1)=0, cos(e1,e2)=0, cos(e2,e0)=0; it always retrieves the wrong one
     assert m["copy_cosine"] == pytest.approx(0.0) and m["copy_top1"] == pytest.approx(0.0)
+    # "unseen": a position's own segment's earlier targets (its current concept and before) are no candidates.
+    # copy at t=1 (e1 -> e2): e1 (already seen) would win, so it ranks first among the unseen; likewise t=2.
+    # t=0 (e0 -> e1): e0 (the target of t=2, not seen yet) still wins.
+    assert m["copy_top1_unseen"] == pytest.approx(2 / 3) and m["copy_top1"] == 0.0
+    # the model at t=1 predicts e0: the unseen e0 (target of t=2) beats its e2
+    assert m["top1_unseen"] == pytest.approx(2 / 3) and m["top5_unseen"] == pytest.approx(1.0)
+    # another segment's earlier targets stay candidates: two copies of the segment side by side
+    two = concept_metrics(torch.cat([pred, pred], 1), torch.cat([values, values], 1), torch.tensor([[0] * 4 + [1] * 4]))
+    assert two["copy_top1_unseen"] == 0.0  # every copy now loses to the other segment's copy of its current concept
     # a perfect prediction
     targets, _ = next_concept_targets(values, seg)
     assert concept_metrics(targets, values, seg)["top1"] == 1.0
@@ -233,3 +242,26 @@ def test_running_mean_baseline_per_segment():
     pred = torch.zeros_like(values)
     pred[:, :-1] = rm[:, :-1]
     assert concept_metrics(rm, values, ids)["cosine"] == pytest.approx(m["mean_cosine"])
+
+
+def test_unseen_infonce_leaves_out_what_the_segment_already_showed():
+    """nce_unseen: the targets of a segment's earlier positions (its current concept and before) are no
+    negatives of a later position; another segment's targets still are."""
+    e = torch.eye(3)
+    values = torch.stack([e[0], e[1], e[2], e[0]])[None]  # targets e1, e2, e0
+    seg = torch.zeros(1, 4, dtype=torch.long)
+    pred = torch.stack([e[1], e[1], e[0], e[2]])[None]  # t=1 predicts its current concept e1
+    T = 0.5
+    plain = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=1.0)
+    unseen = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=1.0, nce_unseen=True)
+    z = lambda own, others: -own / T + math.log(math.exp(own / T) + sum(math.exp(o / T) for o in others))  # noqa: E731
+    # pools: t=0 {e1*, e2, e0}; t=1 {e2*, e0} (e1 seen), t=2 {e0*} (e1, e2 seen)
+    cos = (0 + 1 + 0) / 3
+    want_unseen = cos + (z(1, [0, 0]) + z(0, [0]) + z(1, [])) / 3
+    want_plain = cos + (z(1, [0, 0]) + z(0, [1, 0]) + z(1, [0, 0])) / 3
+    assert float(unseen.loss) == pytest.approx(want_unseen, rel=1e-5)
+    assert float(plain.loss) == pytest.approx(want_plain, rel=1e-5)
+    # two segments: the other one's targets stay negatives
+    two = concept_loss(torch.cat([pred, pred], 1), torch.cat([values, values], 1), torch.tensor([[0] * 4 + [1] * 4]),
+                       "cosine", temperature=T, nce_weight=1.0, nce_unseen=True)
+    assert float(two.loss) > float(unseen.loss)
