@@ -16,7 +16,9 @@ target, and the ratios packed/padded and packed/single (below 1: packed is faste
 ``--generate`` (on by default) then loads the packed run's best checkpoint (``checkpoints/best``), picks three held-out
 documents with a fixed seed (never by hand), feeds their first ``--context`` concepts and generates
 continuations with ``model.infer.generate``, each mapped to its nearest store sentence (FAISS),
-written to ``generate_examples.md``. ``--update`` writes ``learning_<device>.{json,md}``, the plot
+written to ``generate_examples.md``; ``--no-repeat`` decodes with ``generate(..., no_repeat=True)`` (each step
+the nearest sentence not in the opening and not generated before), ``--generate-from RUN`` only generates,
+from an existing run folder (no training). ``--update`` writes ``learning_<device>.{json,md}``, the plot
 ``assets/learning_<device>.png`` and ``generate_examples.md`` into the committed results.
 """
 from __future__ import annotations
@@ -131,12 +133,13 @@ def generate_examples(run_path: str, args) -> str:
              f"{len(pool)} held-out documents with at least {args.context + args.generate_n} concepts; the first "
              f"{args.context} concepts are fed, then `generate(..., n={args.generate_n})` continues; each generated "
              f"vector is shown as its nearest store sentence (FAISS) with its cosine, next to the document's true "
-             f"continuation. Checkpoint: the packed run of `bench_learning.py` ({Path(run_path).name}).", ""]
+             f"continuation{' (decoded with `no_repeat=True`: no sentence of the opening or of the continuation twice)' if args.no_repeat else ''}. "
+             f"Checkpoint: {Path(run_path).name} (`checkpoints/best`).", ""]
     names = {str(d.id): d.name for d in store.documents()}
     for s in picks:
         ids = list(s.ids)
         texts = None
-        steps = generate(model, store, ids[:args.context], n=args.generate_n, k=1)
+        steps = generate(model, store, ids[:args.context], n=args.generate_n, k=1, no_repeat=args.no_repeat)
         lines += [f"## {names.get(str(s.doc_id), s.doc_id)} (held out)", "", "**Opening (fed):**", ""]
         for i in ids[:args.context]:
             lines.append(f"> {_text(store, i, texts)}")
@@ -169,6 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--context", type=int, default=4)
     p.add_argument("--generate-n", type=int, default=4)
     p.add_argument("--no-generate", action="store_true")
+    p.add_argument("--no-repeat", action="store_true", help="generate with no_repeat=True")
+    p.add_argument("--generate-from", default="", help="a run folder: only generate from its best checkpoint")
     add_output_args(p)
     args = p.parse_args(argv)
     if args.corpus:
@@ -179,6 +184,13 @@ def main(argv=None) -> int:
     corpus = default_corpus_name()
     open_default_store(progress=True).close()  # built (once) before any timing
     out = output_dir(args)
+    if args.generate_from:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "generate_examples.md"
+        path.write_text(f"# generate_examples\n\n{hardware_line(hardware(None))}\n\n"
+                        f"{generate_examples(args.generate_from, args)}\n")
+        print(f"examples: {path}")
+        return 0
     runs_dir = Path(tempfile.mkdtemp(prefix="bench-learning-"))
     t_all = time.perf_counter()
     results = [train_mode(m, args, runs_dir) for m in args.modes.split(",")]

@@ -101,13 +101,19 @@ class GeneratedStep:
 
 @torch.no_grad()
 def generate(model, store, context_ids: list[int], n: int, k: int = 3, repeat_threshold: float = 0.98,
-             feed: str = "prediction") -> list[GeneratedStep]:
+             feed: str = "prediction", no_repeat: bool = False) -> list[GeneratedStep]:
     """Predict up to ``n`` next concepts after the context and decode each to its ``k`` nearest sentences.
 
     The context (store sentence ids, in order) runs through the recurrent step mode; then each
     prediction is fed back (``feed="prediction"``: the normalised predicted vector; ``"nearest"``: the
     vector of its nearest sentence). Generation stops early when a prediction's cosine to the previous
     prediction exceeds ``repeat_threshold`` (the model is repeating itself); that repeat is not returned.
+
+    ``no_repeat=True`` decodes what a reader sees: each step becomes the nearest store sentence that is
+    neither in the context nor already generated (by id or by text), that sentence's vector is fed back
+    (as with ``feed="nearest"``), and there is no early stop: the continuation never repeats a sentence,
+    so a greedy rollout that would circle back to its last sentence moves on to the next-nearest one.
+    ``neighbours`` then holds only such sentences (the first is the step's sentence).
     """
     if not context_ids:
         raise ValueError("generate needs at least one context sentence id")
@@ -125,17 +131,37 @@ def generate(model, store, context_ids: list[int], n: int, k: int = 3, repeat_th
         pred = model.step(x[None], cache)[0]
     steps: list[GeneratedStep] = []
     prev = None
+    used_ids = {int(i) for i in context_ids}
+    used_texts = {s.text.strip() for s in store.sentences(ids=list(used_ids))} if no_repeat else set()
     for i in range(n):
         vec = F.normalize(pred.float(), dim=-1)
         cos_prev = float(vec @ prev) if prev is not None else None
-        if cos_prev is not None and cos_prev > repeat_threshold:
+        if not no_repeat and cos_prev is not None and cos_prev > repeat_threshold:
             break
-        neighbours = store.search(vec.cpu().numpy(), k)
+        if no_repeat:
+            neighbours = _unused_neighbours(store, vec.cpu().numpy(), k, used_ids, used_texts)
+            if not neighbours:
+                break  # every sentence of the store was used
+            used_ids.add(neighbours[0][0].id)
+            used_texts.add(neighbours[0][0].text.strip())
+        else:
+            neighbours = store.search(vec.cpu().numpy(), k)
         steps.append(GeneratedStep(i, vec.cpu(), [(s, float(score)) for s, score in neighbours], cos_prev))
         prev = vec
-        if feed == "nearest" and neighbours:
+        if (feed == "nearest" or no_repeat) and neighbours:
             nxt = torch.as_tensor(store.vectors([neighbours[0][0].id]), dtype=torch.float32, device=device)[0]
         else:
             nxt = vec
         pred = model.step(nxt[None].to(device), cache)[0]
     return steps
+
+
+def _unused_neighbours(store, vec, k: int, used_ids: set, used_texts: set) -> list:
+    """The ``k`` nearest store sentences whose id and text are not used yet (searching wider until found)."""
+    want = k + len(used_ids)
+    while True:
+        hits = store.search(vec, want)
+        fresh = [(s, score) for s, score in hits if s.id not in used_ids and s.text.strip() not in used_texts]
+        if len(fresh) >= k or len(hits) < want:
+            return fresh[:k]
+        want *= 2

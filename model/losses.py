@@ -6,6 +6,7 @@ first concept of the next one.
 
     targets, mask = next_concept_targets(values, segment_ids)
     out = concept_loss(prediction, values, segment_ids, kind="cosine" | "mse" | "infonce")
+    out = concept_loss(prediction, values, segment_ids, kind="cosine", nce_weight=0.5)  # cosine + 0.5 * InfoNCE
     m = concept_metrics(prediction, values, segment_ids)   # cosine, top1, top5, copy_* and mean_* baselines
 
 Retrieval metrics (top-1 / top-5) rank the true next vector among *all targets of the batch given*
@@ -13,10 +14,18 @@ Retrieval metrics (top-1 / top-5) rank the true next vector among *all targets o
 to two baselines measured on the same candidates: "copy the current vector" (``copy_*``) and "the
 running mean of the segment so far" (``mean_*``), so a user sees whether the model learned more than
 copying its input or averaging its context.
+
+Retrieval-aware training: ``nce_weight`` > 0 adds ``nce_weight * InfoNCE`` to a cosine (or MSE) loss,
+per target. The InfoNCE candidates are exactly the pool the top-k metrics rank in, all targets of the
+batch, so it is a smooth surrogate of top-1. Among them, for every position but a segment's first, is
+the *current* concept (the target of the position before): the hard negative that copying the input
+always picks. Negatives may come from other segments (they are data, never inputs), but a position's
+loss depends only on its own prediction: no gradient reaches another segment's prediction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +45,7 @@ class LossOutput:
     loss: torch.Tensor
     n_targets: int
     per_segment: torch.Tensor
+    parts: dict = field(default_factory=dict)  # {"cosine": float, "infonce": float} when nce_weight > 0
 
 
 def _check(prediction, values, segment_ids, validate: bool = True):
@@ -69,16 +79,20 @@ def next_concept_targets(values: torch.Tensor, segment_ids: torch.Tensor) -> tup
     return targets, mask
 
 
-def _infonce(pred, tgt, temperature, extra_logits=None):
+def _infonce(pred, tgt, temperature, extra_logits=None, seen=None):
     """pred, tgt (M, d): cross-entropy of each prediction against all targets (positive on the diagonal).
 
-    Candidates identical to the positive (a repeated sentence) are not counted as negatives.
+    Candidates identical to the positive (a repeated sentence) are not counted as negatives; with
+    ``seen = (segment, position)`` (M,) neither are the targets the position's own segment already showed.
     """
     p, t = F.normalize(pred, dim=-1), F.normalize(tgt, dim=-1)
     logits = p @ t.T / temperature  # (M, M)
     with torch.no_grad():
         same = (t @ t.T) > 1 - 1e-6
         same.fill_diagonal_(False)
+        if seen is not None:
+            seg, pos = seen
+            same |= (seg[:, None] == seg[None, :]) & (pos[None, :] < pos[:, None])
     logits = logits.masked_fill(same, float("-inf"))
     if extra_logits is not None:
         logits = torch.cat([logits, extra_logits], dim=1)
@@ -88,20 +102,29 @@ def _infonce(pred, tgt, temperature, extra_logits=None):
 
 def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: torch.Tensor,
                  kind: str = "cosine", temperature: float = 0.05, distractors: torch.Tensor | None = None,
-                 validate: bool = True) -> LossOutput:
+                 validate: bool = True, nce_weight: float = 0.0, nce_unseen: bool = False) -> LossOutput:
     """Next-concept loss inside segments.
 
     prediction, values : (rows, L, d)  the model's output at t is compared with values at t+1
     kind               : "cosine" (1 - cos), "mse" (mean over d), "infonce" (in-batch negatives)
+    nce_weight         : kind "cosine" / "mse" only: per target, loss + nce_weight * InfoNCE (in-batch
+                         negatives, plus ``distractors``); ``parts`` then holds both terms' means
+    nce_unseen         : InfoNCE leaves out the targets a position's own segment already showed (its current
+                         concept and before): the pool of the ``*_unseen`` metrics instead of the plain top-k's
     distractors        : extra InfoNCE negatives, (rows, L, k, d) per position or (M, d) shared
-    returns LossOutput(loss, n_targets, per_segment)
+    returns LossOutput(loss, n_targets, per_segment, parts)
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if distractors is not None and kind != "infonce":
-        raise ValueError(f"distractors are only used by kind='infonce', not {kind!r}")
+    if not (isinstance(nce_weight, (int, float)) and math.isfinite(nce_weight) and nce_weight >= 0):
+        raise ValueError(f"nce_weight must be a finite number >= 0, got {nce_weight!r}")
+    if nce_weight and kind == "infonce":
+        raise ValueError("nce_weight adds InfoNCE to kind='cosine' or 'mse'; kind='infonce' is InfoNCE alone")
+    uses_nce = kind == "infonce" or nce_weight > 0
+    if distractors is not None and not uses_nce:
+        raise ValueError(f"distractors are only used by kind='infonce' or nce_weight > 0, not {kind!r} alone")
     _check(prediction, values, segment_ids, validate)
     targets, mask = next_concept_targets(values, segment_ids)
     pred, tgt = prediction[mask], targets[mask]  # (M, d)
@@ -113,13 +136,21 @@ def concept_loss(prediction: torch.Tensor, values: torch.Tensor, segment_ids: to
         per = (pred - tgt.to(pred.dtype)).pow(2).mean(-1)
     else:
         per = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature))
+    parts = {}
+    if nce_weight > 0:
+        seen = (seg_of, torch.arange(mask.shape[1], device=mask.device).expand_as(mask)[mask]) if nce_unseen else None
+        nce = _infonce(pred, tgt.to(pred.dtype), temperature, _distractor_logits(pred, distractors, mask, temperature),
+                       seen)
+        if per.numel():
+            parts = {kind: float(per.detach().mean()), "infonce": float(nce.detach().mean())}
+        per = per + nce_weight * nce
     n = int(mask.sum())
     loss = per.mean() if n else prediction.sum() * 0.0  # keeps the graph; no target, no signal
     with torch.no_grad():
         sums = torch.zeros(n_seg, dtype=per.dtype, device=per.device).index_add_(0, seg_of, per.detach())
         counts = torch.bincount(seg_of, minlength=n_seg).to(per.dtype)
         per_segment = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
-    return LossOutput(loss=loss, n_targets=n, per_segment=per_segment)
+    return LossOutput(loss=loss, n_targets=n, per_segment=per_segment, parts=parts)
 
 
 def _distractor_logits(pred, distractors, mask, temperature):
@@ -139,18 +170,26 @@ def _distractor_logits(pred, distractors, mask, temperature):
     raise ValueError(f"distractors must have shape ({rows}, {L}, k, {d}) or (M, {d}), got {tuple(distractors.shape)}")
 
 
-def _ranks(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+def _ranks(queries: torch.Tensor, candidates: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> torch.Tensor:
     """(M,) rank of candidate i for query i among all candidates by cosine (0 = best).
 
     Rank counts candidates scoring strictly higher, so a duplicate of the true vector does not
-    push it down.
+    push it down. ``seen = (segment, position)`` of each (M,): candidates of query i's own segment at an
+    earlier position (targets the segment has already shown by then: its current concept and those
+    before) are left out of its ranking.
     """
     q, c = F.normalize(queries.float(), dim=-1), F.normalize(candidates.float(), dim=-1)
     ranks = []
     for i0 in range(0, q.shape[0], _BLOCK):
         scores = q[i0:i0 + _BLOCK] @ c.T  # (block, M)
         own = scores.gather(1, torch.arange(i0, i0 + scores.shape[0], device=q.device)[:, None])  # (block, 1)
-        ranks.append((scores > own).sum(dim=1))
+        higher = scores > own
+        if seen is not None:
+            seg, pos = seen
+            block = slice(i0, i0 + scores.shape[0])
+            higher &= ~((seg[block, None] == seg[None, :]) & (pos[None, :] < pos[block, None]))
+        ranks.append(higher.sum(dim=1))
     return torch.cat(ranks)
 
 
@@ -178,18 +217,28 @@ def concept_metrics(prediction: torch.Tensor, values: torch.Tensor, segment_ids:
     in the first five among the candidates: all ``n_targets`` targets of this batch), the same three for
     two baselines, ``copy_*`` (predicting values[t] itself) and ``mean_*`` (predicting the running mean
     of the segment up to t), and ``n_targets`` (= the number of candidates each target is ranked among).
+
+    ``top1_unseen``/``top5_unseen`` (and their ``copy_`` / ``mean_`` twins) rank among the same candidates
+    less those the position's own segment has already shown (its current concept and the ones before: what
+    a reader, or ``generate(no_repeat=True)``, would never offer as the next sentence). The plain top-k keeps
+    them, so there the current concept is always a candidate, and the one copying ranks first.
     """
     _check(prediction, values, segment_ids)
     targets, mask = next_concept_targets(values, segment_ids)
     n = int(mask.sum())
-    keys = [f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")]
+    keys = [f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5", "top1_unseen", "top5_unseen")]
     if n == 0:
         return {**{k: float("nan") for k in keys}, "n_targets": 0}
     tgt = targets[mask].float()
+    gidx, _ = global_segment_index(segment_ids)
+    pos = torch.arange(values.shape[1], device=values.device).expand(values.shape[0], -1)
+    seen = (gidx[mask], pos[mask])
     out = {}
     for p, guess in (("", prediction[mask]), ("copy_", values[mask]), ("mean_", running_mean(values, segment_ids)[mask])):
         guess = guess.float()
-        ranks = _ranks(guess, tgt)
+        ranks, unseen = _ranks(guess, tgt), _ranks(guess, tgt, seen)
         out.update({f"{p}cosine": float(F.cosine_similarity(guess, tgt, dim=-1).mean()),
-                    f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean())})
+                    f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean()),
+                    f"{p}top1_unseen": float((unseen < 1).float().mean()),
+                    f"{p}top5_unseen": float((unseen < 5).float().mean())})
     return {**out, "n_targets": n}

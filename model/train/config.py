@@ -65,7 +65,14 @@ class TrainConfig:
     beta2: float = setting(0.95, "AdamW beta2", ge=0, lt=1, group="optimisation")
     grad_clip: float = setting(1.0, "max global grad norm; 0 turns clipping off", ge=0, group="optimisation")
     loss: str = setting("cosine", "next-concept loss", choices=LOSS_KINDS, group="optimisation")
-    temperature: float = setting(0.05, "InfoNCE temperature (loss='infonce' only)", gt=0, group="optimisation")
+    nce_weight: float = setting(0.0, "retrieval term: loss + nce_weight * InfoNCE against the step's other targets "
+                                     "(the current concept among them); loss 'cosine' or 'mse'", ge=0,
+                                group="optimisation")
+    nce_unseen: bool = setting(False, "nce_weight > 0: leave out of the InfoNCE negatives what a position's segment "
+                                      "already showed (its current concept and before), as the *_unseen top-k do",
+                               group="optimisation")
+    temperature: float = setting(0.05, "InfoNCE temperature (loss='infonce', or nce_weight > 0)", gt=0,
+                                 group="optimisation")
     seed: int = setting(0, "seed of weights, data order and held-out split", ge=0, group="optimisation")
     # where and how
     device: str = setting("auto", "auto (MPS, else CUDA, else CPU), or one device ('cuda:1' names a card)",
@@ -144,6 +151,8 @@ class TrainConfig:
 
         need(bool(self.data), "data", "must be 'default', 'synthetic' or a concept-store folder")
         need(self.max_len >= self.min_len, "max_len", "must be >= min_len")
+        need(not (self.nce_weight and self.loss == "infonce"), "nce_weight",
+             "adds InfoNCE to loss 'cosine' or 'mse'; loss 'infonce' is InfoNCE alone (set nce_weight = 0)")
         # The model part is checked by VMMoEConfig itself (unknown keys and bad values named there).
         if self.model:
             try:

@@ -22,7 +22,8 @@ from model.train.runs import load_checkpoint
 @torch.no_grad()
 def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_per_step: int = 16,
                        loss: str = "cosine", temperature: float = 0.05, mode: str = "packed",
-                       strategy: str = "bfd", autocast_ctx=None) -> dict:
+                       strategy: str = "bfd", autocast_ctx=None, nce_weight: float = 0.0,
+                       nce_unseen: bool = False) -> dict:
     """Mean loss and metrics over sequences (packed rows, groups of ``rows_per_step`` rows), weighted by targets.
 
     ``sequences``: list of (len_i, d_concept) tensors. Retrieval accuracy (top1/top5) is measured among
@@ -38,9 +39,11 @@ def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_
         batch = batch.to(device)
         with autocast_ctx or contextlib.nullcontext():
             out = model(batch.values, batch.segment_ids)
-        lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=loss, temperature=temperature)
+        lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=loss, temperature=temperature,
+                          nce_weight=nce_weight, nce_unseen=nce_unseen)
         m = concept_metrics(out.prediction.float(), batch.values, batch.segment_ids)
         parts = {"loss": float(lo.loss), "aux_loss": float(out.aux_loss),
+                 **{f"loss_{k}": v for k, v in lo.parts.items()},
                  **{k: float(v) for k, v in m.items() if k != "n_targets"}}
         for key, v in parts.items():
             totals[key] = totals.get(key, 0.0) + v * lo.n_targets
@@ -54,7 +57,8 @@ def evaluate_sequences(model, sequences: list[torch.Tensor], max_len: int, rows_
 def evaluate_held_out(model, cfg: TrainConfig, sequences: list[torch.Tensor], autocast_ctx=None) -> dict:
     """``evaluate_sequences`` with a run's settings: its loss, rows and the layout its packing mode evaluates in."""
     return evaluate_sequences(model, sequences, cfg.max_len, cfg.rows_per_step, cfg.loss, cfg.temperature,
-                              mode=cfg.packing_mode.eval_layout, strategy=cfg.strategy, autocast_ctx=autocast_ctx)
+                              mode=cfg.packing_mode.eval_layout, strategy=cfg.strategy, autocast_ctx=autocast_ctx,
+                              nce_weight=cfg.nce_weight, nce_unseen=cfg.nce_unseen)
 
 
 def compare_checkpoints(a, b, sequences: list[torch.Tensor] | None = None, max_len: int | None = None,

@@ -200,7 +200,8 @@ class Trainer:
         with autocast(self.device, self.dtype):
             out = model(batch.values, batch.segment_ids)
         lo = concept_loss(out.prediction.float(), batch.values, batch.segment_ids, kind=self.cfg.loss,
-                          temperature=self.cfg.temperature)
+                          temperature=self.cfg.temperature, nce_weight=self.cfg.nce_weight,
+                          nce_unseen=self.cfg.nce_unseen)
         return out, lo
 
     def train_step(self, seq_index: list[int]) -> dict:
@@ -215,7 +216,7 @@ class Trainer:
         batches = layouts(vectors, cfg.packing_mode, cfg.max_len, cfg.strategy)
         n_total = sum(v.shape[0] - 1 for v in vectors)  # next-concept targets in this step
         sums = {"loss": 0.0, "aux_loss": 0.0, "balance": 0.0, "z": 0.0}
-        loads, predictions, positions = None, [], 0
+        loads, predictions, positions, parts = None, [], 0, {}
         for i, batch in enumerate(batches):
             batch = batch.to(self.device)
             positions += batch.segment_ids.numel()
@@ -226,6 +227,8 @@ class Trainer:
                 w = lo.n_targets / n_total  # single mode: each forward's share of the step's mean loss
                 ((lo.loss + out.aux_loss) * w).backward()
             sums["loss"] += lo.loss.item() * w
+            for k, v in lo.parts.items():  # the terms of a combined loss (nce_weight > 0)
+                parts[k] = parts.get(k, 0.0) + v * w
             sums["aux_loss"] += out.aux_loss.item() * w
             sums["balance"] += out.aux["balance"].item() * w
             sums["z"] += out.aux["z"].item() * w
@@ -248,7 +251,8 @@ class Trainer:
                 m = concept_metrics(out.prediction.detach().float(), batch.values, batch.segment_ids)
         concepts = sum(v.shape[0] for v in vectors)
         record = {"split": "train", "step": self.step + 1, "lr": self.scheduler.get_last_lr()[0],
-                **{f"loss_{cfg.loss}": sums["loss"]}, **sums, "total_loss": sums["loss"] + sums["aux_loss"],
+                **{f"loss_{cfg.loss}": sums["loss"]}, **{f"loss_{k}": v for k, v in parts.items()}, **sums,
+                "total_loss": sums["loss"] + sums["aux_loss"],
                 **{k: float(v) for k, v in m.items() if k != "n_targets"}, "targets": n_total, "grad_norm": float(grad_norm),
                 "concepts": concepts, "concepts_per_s": concepts / step_time,
                 "utilization": concepts / positions, "expert_load": loads.tolist() if loads is not None else [],
@@ -261,8 +265,9 @@ class Trainer:
 
     # the train record under DDP: these are means over the step's targets, reduced weighted by each rank's
     # targets; concepts / targets / concepts_per_s are summed; step_time and memory_mb are the slowest rank's
-    _TARGET_MEANS = ("loss", "aux_loss", "balance", "z", "total_loss",
-                     *(f"{p}{k}" for p in ("", "copy_", "mean_") for k in ("cosine", "top1", "top5")))
+    _TARGET_MEANS = ("loss", "aux_loss", "balance", "z", "total_loss", "loss_cosine", "loss_mse", "loss_infonce",
+                     *(f"{p}{k}" for p in ("", "copy_", "mean_")
+                       for k in ("cosine", "top1", "top5", "top1_unseen", "top5_unseen")))
 
     def _reduce_record(self, record: dict, positions: int) -> dict:
         """The global train record of this step: every rank's share reduced (one all_reduce of sums, one of maxima)."""
@@ -282,7 +287,8 @@ class Trainer:
         out = dict(record)
         for i, k in enumerate(means):
             out[k] = float(sums[i]) / total if total else float("nan")
-        out[f"loss_{self.cfg.loss}"] = out["loss"]
+        if not self.cfg.nce_weight:  # else loss_<kind> is its own term, reduced above
+            out[f"loss_{self.cfg.loss}"] = out["loss"]
         if load.numel():
             out["expert_load"] = (sums[len(means):len(means) + load.numel()] / max(total, 1.0)).reshape(
                 len(record["expert_load"]), -1).tolist()

@@ -104,6 +104,60 @@ def test_infonce_distractors_add_negatives():
     assert float(hard.loss) > float(per_pos.loss)
 
 
+def test_cosine_plus_infonce_by_hand():
+    """nce_weight: per target, (1 - cos) + w * InfoNCE over the batch's targets, which include the current
+    concept (the target of the position before) as a negative."""
+    values = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]])
+    seg = torch.tensor([[0, 0, 0, -1]])  # one segment of 3 and a padding position
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [7.0, 7.0], [3.0, 3.0]]])
+    T, w = 0.5, 0.3
+    out = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=w)
+    # targets: t0 -> (1, 1)/sqrt2 (its own current concept e0 is not a candidate), t1 -> e1;
+    # candidates = both targets. pred 0 = e0: cos (1/sqrt2, 0); pred 1 = e1: cos (1/sqrt2, 1)
+    r = 1 / math.sqrt(2)
+    cos0, cos1 = 1 - r, 1 - 1.0
+    nce0 = -math.log(math.exp(r / T) / (math.exp(r / T) + math.exp(0 / T)))
+    nce1 = -math.log(math.exp(1 / T) / (math.exp(r / T) + math.exp(1 / T)))
+    assert out.n_targets == 2
+    assert float(out.loss) == pytest.approx(((cos0 + w * nce0) + (cos1 + w * nce1)) / 2, rel=1e-5)
+    assert out.parts["cosine"] == pytest.approx((cos0 + cos1) / 2, rel=1e-5)
+    assert out.parts["infonce"] == pytest.approx((nce0 + nce1) / 2, rel=1e-5)
+    assert float(out.per_segment[0]) == pytest.approx(float(out.loss), rel=1e-6)
+    # weight 0 is the plain cosine loss, with no parts
+    plain = concept_loss(pred, values, seg, "cosine", temperature=T)
+    assert float(plain.loss) == pytest.approx((cos0 + cos1) / 2, rel=1e-5) and plain.parts == {}
+    # MSE takes the same term
+    mse = concept_loss(pred, values, seg, "mse", temperature=T, nce_weight=w)
+    assert float(mse.loss) == pytest.approx(float(concept_loss(pred, values, seg, "mse").loss) + w * (nce0 + nce1) / 2,
+                                            rel=1e-5)
+
+
+def test_cosine_plus_infonce_gradients_stay_with_their_position():
+    """Finite gradients; no gradient at segment ends or padding; and a position's loss reaches only its own
+    prediction: the other segments' targets are its negatives (data), their predictions get nothing from it."""
+    g = torch.Generator().manual_seed(4)
+    values = torch.randn(2, 6, 5, generator=g)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, -1, -1]])
+    pred = torch.randn(2, 6, 5, generator=g, requires_grad=True)
+    out = concept_loss(pred, values, seg, "cosine", nce_weight=1.0, temperature=0.1)
+    (grad,) = torch.autograd.grad(out.loss, pred)
+    assert torch.isfinite(grad).all()
+    no_target = torch.tensor([[0, 0, 1, 0, 0, 1], [0, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.count_nonzero(grad[no_target]) == 0
+    assert torch.count_nonzero(grad[~no_target].abs().sum(-1)) == (~no_target).sum()
+    # segment 0 of row 0's loss (positions 0 and 1): gradient only at those two predictions
+    per = concept_loss(pred, values, seg, "cosine", nce_weight=1.0, temperature=0.1)
+    targets, mask = next_concept_targets(values, seg)
+    p, t = pred[mask], targets[mask]
+    cand = F.normalize(t, dim=-1)
+    logits = F.normalize(p, dim=-1) @ cand.T / 0.1
+    own = 1 - F.cosine_similarity(p, t, dim=-1) + F.cross_entropy(logits, torch.arange(len(p)), reduction="none")
+    assert float(own.mean().detach()) == pytest.approx(float(per.loss.detach()), rel=1e-5)
+    (g0,) = torch.autograd.grad(own[:2].sum(), pred)
+    touched = g0.abs().sum(-1) > 0
+    assert touched[0, :2].all() and int(touched.sum()) == 2
+
+
 def test_metrics_by_hand():
     e = torch.eye(3)
     # one segment: v0=e0, v1=e1, v2=e2, v3=e0 -> targets e1, e2, e0 (candidates)
@@ -117,6 +171,15 @@ def test_metrics_by_hand():
     assert m["top5"] == pytest.approx(1.0)  # only 3 candidates
     # copying the current vector: cos(e0,e1)=0, cos(e1,e2)=0, cos(e2,e0)=0; it always retrieves the wrong one
     assert m["copy_cosine"] == pytest.approx(0.0) and m["copy_top1"] == pytest.approx(0.0)
+    # "unseen": a position's own segment's earlier targets (its current concept and before) are no candidates.
+    # copy at t=1 (e1 -> e2): e1 (already seen) would win, so it ranks first among the unseen; likewise t=2.
+    # t=0 (e0 -> e1): e0 (the target of t=2, not seen yet) still wins.
+    assert m["copy_top1_unseen"] == pytest.approx(2 / 3) and m["copy_top1"] == 0.0
+    # the model at t=1 predicts e0: the unseen e0 (target of t=2) beats its e2
+    assert m["top1_unseen"] == pytest.approx(2 / 3) and m["top5_unseen"] == pytest.approx(1.0)
+    # another segment's earlier targets stay candidates: two copies of the segment side by side
+    two = concept_metrics(torch.cat([pred, pred], 1), torch.cat([values, values], 1), torch.tensor([[0] * 4 + [1] * 4]))
+    assert two["copy_top1_unseen"] == 0.0  # every copy now loses to the other segment's copy of its current concept
     # a perfect prediction
     targets, _ = next_concept_targets(values, seg)
     assert concept_metrics(targets, values, seg)["top1"] == 1.0
@@ -151,6 +214,9 @@ def test_no_target_gives_zero_loss_with_graph():
      "distractors must have shape"),
     (lambda p, v, s: concept_loss(p, v, s, distractors=torch.zeros(2, 2)), ValueError, "only used by kind='infonce'"),
     (lambda p, v, s: concept_metrics(p, v, s[:, :2]), SegmentLayoutError, "segment_ids has shape"),
+    (lambda p, v, s: concept_loss(p, v, s, nce_weight=-1.0), ValueError, "nce_weight must be a finite number"),
+    (lambda p, v, s: concept_loss(p, v, s, nce_weight=float("nan")), ValueError, "nce_weight must be a finite"),
+    (lambda p, v, s: concept_loss(p, v, s, kind="infonce", nce_weight=0.5), ValueError, "InfoNCE alone"),
 ])
 def test_bad_input(call, err, match):
     p, v, s = torch.randn(1, 4, 2), torch.randn(1, 4, 2), torch.zeros(1, 4, dtype=torch.long)
@@ -176,3 +242,26 @@ def test_running_mean_baseline_per_segment():
     pred = torch.zeros_like(values)
     pred[:, :-1] = rm[:, :-1]
     assert concept_metrics(rm, values, ids)["cosine"] == pytest.approx(m["mean_cosine"])
+
+
+def test_unseen_infonce_leaves_out_what_the_segment_already_showed():
+    """nce_unseen: the targets of a segment's earlier positions (its current concept and before) are no
+    negatives of a later position; another segment's targets still are."""
+    e = torch.eye(3)
+    values = torch.stack([e[0], e[1], e[2], e[0]])[None]  # targets e1, e2, e0
+    seg = torch.zeros(1, 4, dtype=torch.long)
+    pred = torch.stack([e[1], e[1], e[0], e[2]])[None]  # t=1 predicts its current concept e1
+    T = 0.5
+    plain = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=1.0)
+    unseen = concept_loss(pred, values, seg, "cosine", temperature=T, nce_weight=1.0, nce_unseen=True)
+    z = lambda own, others: -own / T + math.log(math.exp(own / T) + sum(math.exp(o / T) for o in others))  # noqa: E731
+    # pools: t=0 {e1*, e2, e0}; t=1 {e2*, e0} (e1 seen), t=2 {e0*} (e1, e2 seen)
+    cos = (0 + 1 + 0) / 3
+    want_unseen = cos + (z(1, [0, 0]) + z(0, [0]) + z(1, [])) / 3
+    want_plain = cos + (z(1, [0, 0]) + z(0, [1, 0]) + z(1, [0, 0])) / 3
+    assert float(unseen.loss) == pytest.approx(want_unseen, rel=1e-5)
+    assert float(plain.loss) == pytest.approx(want_plain, rel=1e-5)
+    # two segments: the other one's targets stay negatives
+    two = concept_loss(torch.cat([pred, pred], 1), torch.cat([values, values], 1), torch.tensor([[0] * 4 + [1] * 4]),
+                       "cosine", temperature=T, nce_weight=1.0, nce_unseen=True)
+    assert float(two.loss) > float(unseen.loss)

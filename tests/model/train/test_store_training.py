@@ -73,3 +73,20 @@ def test_generation_returns_store_sentences(store_run, default_store):
         assert float(stored @ s.vector) == pytest.approx(score, abs=1e-3)
     # any prediction "repeats" the previous one at threshold -1: generation stops after the first
     assert len(generate(model, default_store, doc.ids[:3], n=4, repeat_threshold=-1.0)) == 1
+
+
+@pytest.mark.slow
+def test_generation_with_no_repeat_never_repeats_a_sentence(store_run, default_store):
+    """no_repeat: every step decodes to a store sentence not in the context and not generated before (by id
+    and by text), so the continuation runs its full length instead of stopping at a repeat."""
+    model, _, _ = load_checkpoint(store_run.path)
+    doc = default_store.document_sequences(min_len=4)[0]
+    context = list(doc.ids[:3])
+    steps = generate(model, default_store, context, n=8, k=2, no_repeat=True, repeat_threshold=-1.0)
+    assert len(steps) == 8  # no early stop, even at a threshold every prediction would trip
+    chosen = [s.neighbours[0][0] for s in steps]
+    context_texts = {t.text.strip() for t in default_store.sentences(ids=context)}
+    assert len({c.id for c in chosen}) == 8 and not {c.id for c in chosen} & set(context)
+    assert len({c.text.strip() for c in chosen}) == 8 and not {c.text.strip() for c in chosen} & context_texts
+    for s in steps:
+        assert 1 <= len(s.neighbours) <= 2 and all(n.id not in context for n, _ in s.neighbours)
