@@ -408,7 +408,20 @@ async def click_through(s: Session, rounds: int, runs: tuple[str, str], timeout_
                 await act_in_view(s, title, rnd, runs, timeout_s, quiet_ms)
             except Exception as exc:  # a locator that timed out: the view did not show what a user needs
                 s.errors.add("clicks not settled", f"{s.phase} session {s.index}, {title}: {type(exc).__name__}: "
-                                                   f"{str(exc).splitlines()[0][:300]}")
+                                                   f"{str(exc).splitlines()[0][:300]}" + await _what_was_there(s, title))
+
+
+async def _what_was_there(s: Session, title: str) -> str:
+    """For an error message: what the page showed where the click was to land (best effort)."""
+    try:
+        if title == "Training":
+            rows = s.page.locator(".wb-training-runs .tabulator-row")
+            texts = [t.split("\n")[0][:40] for t in await rows.all_inner_texts()]
+            boxes = [await rows.nth(i).bounding_box() for i in range(min(len(texts), 4))]
+            return f" (runs table rows: {texts}; boxes: {boxes})"
+    except Exception as exc:
+        return f" (the page could not be read: {type(exc).__name__})"
+    return ""
 
 
 async def run_phase(browser, url: str, n: int, rounds: int, runs: tuple[str, str], errors: Errors, phase: str,
