@@ -47,6 +47,7 @@ import panel as pn
 import param
 from panel.io import hold
 from panel.io.document import init_doc
+from panel.io.resources import LOCAL_DIST, patch_model_css
 
 from workbench import services
 from workbench.state import WorkbenchState
@@ -64,14 +65,32 @@ TAB_TITLES = ("Concepts", "Packing", "States", "Routing", "Leakage", "Training")
 NOTEBOOK_DIST_URL = "/panel-preview/static/extensions/panel/"
 
 
+def served_dist_url() -> str:
+    """Where a served page loads Panel's CSS from: this server's static files (what Panel's HTML page handler
+    sets, relative to the page)."""
+    return f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
+
+
 class _AppRoot(pn.Column):
-    """The app's outer column: rendered into a notebook (a comm), its document takes its CSS from the local
-    Jupyter server instead of the CDN."""
+    """The app's outer column: its document takes Panel's CSS from the local server, never the CDN.
+
+    Inline in a notebook (a comm): from the local Jupyter server. Served: Panel sets the document's
+    ``dist_url`` only when it writes the HTML page for a new session; a session Bokeh builds again when the
+    page's websocket comes late (after ``--unused-session-lifetime``: a slow machine, many sessions opening
+    at once) gets no page, and each component would name its stylesheets on cdn.holoviz.org. So the
+    document says where they are before any model is made.
+    """
 
     def get_root(self, doc=None, comm=None, preprocess=True):
         doc = init_doc(doc)
         if comm is not None and not pn.state.served:
             doc._template_variables.setdefault("dist_url", NOTEBOOK_DIST_URL)
+        elif comm is None and doc.session_context is not None:  # a served session
+            doc._template_variables.setdefault("dist_url", served_dist_url())
+            root = super().get_root(doc, comm, preprocess)
+            # what Panel's page handler does to the models it finds (some are made before they know the document)
+            patch_model_css(root, dist_url=doc._template_variables["dist_url"])
+            return root
         return super().get_root(doc, comm, preprocess)
 EXTENSIONS = ("tabulator",)
 

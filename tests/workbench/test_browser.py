@@ -252,6 +252,32 @@ def test_a_leak_above_tolerance_is_coloured_and_the_badge_is_red_at_once(app, ui
     watch.assert_clean()
 
 
+def test_a_page_whose_websocket_comes_late_still_loads_nothing_from_the_cdn(browser, served_app, ui):
+    """On a loaded server (8 sessions opened at once, benchmarks/bench_load.py) a page's websocket can come
+    after its session was discarded as unused; Bokeh then builds the session again from the page's token,
+    without Panel's page handler, which is what tells the document where Panel's CSS is. The app says it
+    itself: the page makes no request off localhost (it made 12-15 to cdn.holoviz.org)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        watch = ui.watch_page(page, server=served_app)
+
+        def late(ws):
+            time.sleep(4.0)  # past the served app's --unused-session-lifetime (1.5 s): the session is gone
+            ws.connect_to_server()
+
+        page.route_web_socket(re.compile(r"/ws(\?.*)?$"), late)
+        page.goto(served_app.url)
+        page.locator(".wb-tabs").wait_for(state="visible")
+        ui.wait_text(page.locator(".wb-store-status"), r"store: \d+ sentences")
+        open_tab(page, "Packing")  # a tab built later takes its CSS from the same place
+        ui.wait_drawn(page.locator(".wb-packing-layout"))
+        watch.assert_clean()
+    finally:
+        context.close()
+
+
 def test_training_view_starts_a_run_streams_its_curve_and_stops_it(app, ui):
     page, watch = app
     open_tab(page, "Training")
