@@ -223,7 +223,7 @@ def leak_colors(ratio) -> np.ndarray:
     return out
 
 
-def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, height: int = 280):
+def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, height: int = 330):
     """Layers x segments of a ``PerturbationEffect``: one rect per cell, coloured by ``leak_colors`` (the
     flipped segment grey), a tooltip naming layer, segment, max |Δ|, the tolerance and the verdict."""
     e = as_numpy(effect).astype(np.float64)
@@ -250,8 +250,10 @@ def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, heigh
     p.xaxis.ticker = FixedTicker(ticks=[i + 0.5 for i in range(nx)])
     p.xaxis.major_label_overrides = {i + 0.5: str(i) for i in range(nx)}
     mapper = LogColorMapper(palette=list(LEAK_PALETTE), low=1.0, high=1e4, low_color=NEUTRAL_COLOR)
-    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), width=10,
-                          title="max |Δ| ÷ tolerance (≤ 1: neutral)"), "right")
+    # below the plot, across its width: a vertical bar at the right cut its title off (wider than the bar)
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), orientation="horizontal", height=10,
+                          title="max |Δ| ÷ tolerance (≤ 1: neutral)", title_text_font_size="9pt",
+                          title_standoff=4, padding=6), "below")
     swatch_legend(p, ["within tolerance", "above tolerance", "perturbed segment"],
                   [NEUTRAL_COLOR, LEAK_PALETTE[2], FLIPPED_COLOR], "below", orientation="horizontal")
     p.xgrid.visible = p.ygrid.visible = False

@@ -72,7 +72,9 @@ class ConceptsView(pn.viewable.Viewer):
         self._add = pn.widgets.Button(label="Add pasted text", color="primary",
                                       css_classes=["wb-concepts-add"])
         self._add.on_click(lambda *_: self.add_paste())
-        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", size=8, width=400,
+        # 600 px: its two lists and buttons take that much whatever its width says (at 400 they spilled over
+        # the 1440 px page by 190 px)
+        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", size=8, width=600,
                                               css_classes=["wb-concepts-files"])
         self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
@@ -522,10 +524,10 @@ class ConceptsView(pn.viewable.Viewer):
             pn.Row(
                 pn.Column(pn.pane.Markdown(f"**Upload** UTF-8 text files (.txt, .md, .rst; at most "
                                            f"**{UPLOAD_LIMIT_MB:.0f} MB** each)", css_classes=["wb-concepts-upload-limit"]),
-                          self._upload, width=360),
+                          self._upload, width=320),
                 pn.Column(pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
                           sizing_mode="stretch_width"),
-                pn.Column(pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files, width=420),
+                pn.Column(pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files, width=620),
                 sizing_mode="stretch_width"),
             title="Add text", collapsible=True, sizing_mode="stretch_width", css_classes=["wb-concepts-ingest"])
         filters = pn.Row(
