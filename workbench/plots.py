@@ -223,7 +223,7 @@ def leak_colors(ratio) -> np.ndarray:
     return out
 
 
-def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, height: int = 280):
+def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, height: int = 330):
     """Layers x segments of a ``PerturbationEffect``: one rect per cell, coloured by ``leak_colors`` (the
     flipped segment grey), a tooltip naming layer, segment, max |Δ|, the tolerance and the verdict."""
     e = as_numpy(effect).astype(np.float64)
@@ -250,8 +250,10 @@ def leak_heatmap(effect, tol, flipped: int, layers: list[str], title: str, heigh
     p.xaxis.ticker = FixedTicker(ticks=[i + 0.5 for i in range(nx)])
     p.xaxis.major_label_overrides = {i + 0.5: str(i) for i in range(nx)}
     mapper = LogColorMapper(palette=list(LEAK_PALETTE), low=1.0, high=1e4, low_color=NEUTRAL_COLOR)
-    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), width=10,
-                          title="max |Δ| ÷ tolerance (≤ 1: neutral)"), "right")
+    # below the plot, across its width: a vertical bar at the right cut its title off (wider than the bar)
+    p.add_layout(ColorBar(color_mapper=mapper, ticker=LogTicker(), orientation="horizontal", height=10,
+                          title="max |Δ| ÷ tolerance (≤ 1: neutral)", title_text_font_size="9pt",
+                          title_standoff=4, padding=6), "below")
     swatch_legend(p, ["within tolerance", "above tolerance", "perturbed segment"],
                   [NEUTRAL_COLOR, LEAK_PALETTE[2], FLIPPED_COLOR], "below", orientation="horizontal")
     p.xgrid.visible = p.ygrid.visible = False
@@ -305,53 +307,38 @@ def curve_figure(source: ColumnDataSource, y: str, title: str, x: str = "step", 
 
 # --- concept map --------------------------------------------------------------------------------------
 def pca_2d(vectors) -> np.ndarray:
-    """(n, dim) -> (n, 2) by PCA (torch.pca_lowrank on the centred vectors)."""
-    x = torch.as_tensor(as_numpy(vectors), dtype=torch.float32)
-    if x.shape[0] < 3:
-        return np.zeros((x.shape[0], 2), dtype=np.float32)
-    x = x - x.mean(dim=0, keepdim=True)
-    _, _, v = torch.pca_lowrank(x, q=2, center=False, niter=4)
-    return (x @ v[:, :2]).numpy()
+    """(n, dim) -> (n, 2) by PCA (``model.concepts.projection``)."""
+    from model.concepts.projection import pca_2d as _pca
+
+    return _pca(as_numpy(vectors))
 
 
 MAP_GROUPS = 19  # the largest groups get a colour each; the rest share "other"
 STATUS_COLORS = {"accepted": "#2ca02c", "pending": "#ff7f0e", "rejected": "#d62728"}
+STATUS_ORDER = ("pending", "accepted", "rejected")  # the curation order: the map legend follows it
+MAP_COLUMNS = ("x", "y", "text", "doc", "status", "group", "color", "id")
+MAP_AXES = {"pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2")}
 
 
-def concept_map(xy: np.ndarray, texts: list[str], groups, height: int = 460, ids=None, group_name: str = "document",
-                docs=None, status=None):
-    """Points of the encoded sentences, coloured by ``groups`` (document names or statuses) with a legend beside
-    the plot; hover gives the text, document and status; box/lasso/tap select points (the view links the
-    selection to its table); a second renderer named "hits" rings the search hits.
+def concept_map_figure(height: int = 460):
+    """The concept map, built ONCE per view and then only updated (``update_concept_map``): its points and
+    hits sources, renderers and legend keep their identity, so an update never references a model the
+    browser has not been sent yet.
 
-    renderers[0] is the points; the view fills the "hits" renderer's source.
+    Points are coloured by their "color" column, with a legend beside the plot from the "group" column (in the
+    order of the rows: ``concept_map_data`` sorts them); hover gives the text, document and status; box/lasso/tap
+    select points; the renderer named "hits" rings the search hits.
     """
-    groups = np.asarray(groups, dtype=object).astype(str)
-    n = len(texts)
-    uniq, counts = np.unique(groups, return_counts=True)
-    if group_name == "status":
-        color_of = {g: STATUS_COLORS.get(g, "#7f7f7f") for g in uniq}
-        label_of = {g: g for g in uniq}
-    else:
-        top = [g for g in uniq[np.argsort(-counts, kind="stable")][:MAP_GROUPS]]
-        color_of = {g: SEGMENT_PALETTE[i % len(SEGMENT_PALETTE)] for i, g in enumerate(top)}
-        n_other = len(uniq) - len(top)
-        label_of = {g: (g if g in color_of else f"other ({n_other} documents)") for g in uniq}
-        color_of = {g: color_of.get(g, "#bdbdbd") for g in uniq}
-    docs = groups if docs is None else np.asarray(docs, dtype=object).astype(str)
-    status = [""] * n if status is None else list(status)
-    source = ColumnDataSource(dict(x=xy[:, 0], y=xy[:, 1], text=[t[:200] for t in texts], doc=list(docs),
-                                   status=status, group=[label_of[g] for g in groups],
-                                   color=[color_of[g] for g in groups],
-                                   id=list(np.arange(n) if ids is None else np.asarray(ids).tolist())))
-    p = figure(title=f"concept map: {n} encoded sentences (PCA), coloured by {group_name}", height=height,
-               sizing_mode="stretch_width", tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save",
-               active_drag="box_select", toolbar_location="right", x_axis_label="PC 1", y_axis_label="PC 2")
-    pts = p.scatter(x="x", y="y", color="color", size=6, alpha=0.75, source=source, legend_field="group",
+    points = ColumnDataSource({c: [] for c in MAP_COLUMNS}, name="wb-map-points")
+    hits = ColumnDataSource(dict(x=[], y=[], text=[]), name="wb-map-hits")
+    p = figure(title="concept map: no encoded sentences yet", height=height, sizing_mode="stretch_width",
+               tools="pan,wheel_zoom,box_select,lasso_select,tap,reset,save", active_drag="box_select",
+               toolbar_location="right", x_axis_label=MAP_AXES["pca"][0], y_axis_label=MAP_AXES["pca"][1])
+    pts = p.scatter(x="x", y="y", color="color", size=6, alpha=0.75, source=points, legend_field="group",
                     selection_color="color", selection_alpha=1.0, selection_line_color="black",
-                    nonselection_alpha=0.12)
+                    nonselection_alpha=0.12, name="points")
     p.scatter(x="x", y="y", size=13, fill_color=None, line_color="black", line_width=2.5, name="hits",
-                     source=ColumnDataSource(dict(x=[], y=[], text=[])), legend_label="search hit")
+              source=hits, legend_label="search hit")
     p.add_tools(HoverTool(renderers=[pts], tooltips=[("sentence", "@text"), ("document", "@doc"),
                                                      ("status", "@status"), ("id", "@id")]))
     legend = p.legend[0]
@@ -363,18 +350,83 @@ def concept_map(xy: np.ndarray, texts: list[str], groups, height: int = 460, ids
     return p
 
 
-def store_stats_chart(stats: dict, height: int = 200):
-    """Horizontal bars: sentences per status, encoded, and rejected sentences per failed check."""
+def concept_map_data(xy: np.ndarray, texts: list[str], groups, ids=None, group_name: str = "document",
+                     docs=None, status=None) -> dict:
+    """The points source's columns, rows in legend order: by document (the order the documents come in, the
+    largest MAP_GROUPS with a colour each, then "other (N documents)") or by status (pending, accepted,
+    rejected). BokehJS lists a ``legend_field``'s values in the order they first appear, so the row order is
+    the legend's order."""
+    groups = np.asarray(groups, dtype=object).astype(str)
+    n = len(texts)
+    if group_name == "status":
+        color_of = {g: STATUS_COLORS.get(g, "#7f7f7f") for g in groups}
+        label_of = {g: g for g in groups}
+        rank_of = {g: (STATUS_ORDER.index(g) if g in STATUS_ORDER else len(STATUS_ORDER)) for g in groups}
+    else:
+        uniq, first, counts = np.unique(groups, return_index=True, return_counts=True)
+        top = set(uniq[np.argsort(-counts, kind="stable")][:MAP_GROUPS].tolist())
+        in_order = [g for g in uniq[np.argsort(first, kind="stable")] if g in top]  # document order
+        color_of = {g: SEGMENT_PALETTE[i % len(SEGMENT_PALETTE)] for i, g in enumerate(in_order)}
+        n_other = len(uniq) - len(in_order)
+        label_of = {g: (g if g in color_of else f"other ({n_other} documents)") for g in uniq}
+        rank_of = {g: (in_order.index(g) if g in color_of else len(in_order)) for g in uniq}
+        color_of = {g: color_of.get(g, "#bdbdbd") for g in uniq}
+    order = np.argsort(np.asarray([rank_of[g] for g in groups], dtype=np.int64), kind="stable") if n else \
+        np.zeros(0, dtype=np.int64)
+    docs = groups if docs is None else np.asarray(docs, dtype=object).astype(str)
+    status = np.asarray([""] * n if status is None else list(status), dtype=object)
+    ids = np.arange(n) if ids is None else np.asarray(ids)
+    xy = np.asarray(xy, dtype=np.float32).reshape(n, 2)
+    return dict(x=xy[order, 0], y=xy[order, 1], text=[texts[i][:200] for i in order], doc=list(docs[order]),
+                status=list(status[order]), group=[label_of[g] for g in groups[order]],
+                color=[color_of[g] for g in groups[order]], id=[int(i) for i in ids[order]])
+
+
+def update_concept_map(p, data: dict, title: str, projection: str = "pca") -> None:
+    """Put ``concept_map_data`` into a ``concept_map_figure``: new data, title and axis labels, no new model."""
+    p.select_one({"name": "points"}).data_source.data = data
+    p.title.text = title
+    x_label, y_label = MAP_AXES[projection]
+    p.xaxis[0].axis_label, p.yaxis[0].axis_label = x_label, y_label
+
+
+def concept_map(xy: np.ndarray, texts: list[str], groups, height: int = 460, ids=None, group_name: str = "document",
+                docs=None, status=None):
+    """A concept map figure filled once (``concept_map_figure`` + ``update_concept_map``), for notebooks."""
+    p = concept_map_figure(height)
+    update_concept_map(p, concept_map_data(xy, texts, groups, ids=ids, group_name=group_name, docs=docs,
+                                           status=status),
+                       f"concept map: {len(texts)} encoded sentences (PCA), coloured by {group_name}")
+    return p
+
+
+def _store_stats_data(stats: dict) -> dict:
     labels = ["accepted", "pending", "rejected", "encoded"] + [f"failed: {k}" for k in (stats.get("rejections") or {})]
     values = [stats.get("accepted", 0), stats.get("pending", 0), stats.get("rejected", 0), stats.get("encoded", 0)]
     values += list((stats.get("rejections") or {}).values())
     colors = [STATUS_COLORS["accepted"], STATUS_COLORS["pending"], STATUS_COLORS["rejected"], "#1f77b4"]
     colors += ["#e7969c"] * (len(labels) - 4)
-    p = figure(title=f"{stats.get('sentences', 0)} sentences in {stats.get('documents', 0)} documents",
-               height=height + 14 * max(0, len(labels) - 4), width=340, y_range=labels[::-1], tools="",
-               toolbar_location=None, x_axis_label="sentences")
-    src = ColumnDataSource(dict(label=labels, value=values, color=colors))
-    p.hbar(y="label", right="value", height=0.7, color="color", source=src)
+    return dict(label=labels, value=values, color=colors)
+
+
+def store_stats_chart(stats: dict, height: int = 200):
+    """Horizontal bars: sentences per status, encoded, and rejected sentences per failed check.
+
+    Built once per view; ``update_store_stats_chart`` changes its data, bars and title in place."""
+    data = _store_stats_data(stats)
+    p = figure(title="", height=height, width=340, y_range=data["label"][::-1], tools="", toolbar_location=None,
+               x_axis_label="sentences")
+    src = ColumnDataSource(data, name="wb-store-stats")
+    p.hbar(y="label", right="value", height=0.7, color="color", source=src, name="bars")
     p.add_tools(HoverTool(tooltips=[("", "@label"), ("sentences", "@value")]))
     p.ygrid.visible = False
+    update_store_stats_chart(p, stats, height)
     return p
+
+
+def update_store_stats_chart(p, stats: dict, height: int = 200) -> None:
+    data = _store_stats_data(stats)
+    p.select_one({"name": "bars"}).data_source.data = data
+    p.y_range.factors = data["label"][::-1]
+    p.title.text = f"{stats.get('sentences', 0)} sentences in {stats.get('documents', 0)} documents"
+    p.height = height + 14 * max(0, len(data["label"]) - 4)

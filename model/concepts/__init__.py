@@ -17,6 +17,7 @@ Modules, lower layers first (each imports only those above it):
 - ``sequences``: graph chains, document sequences and distractors (on a store's read API);
 - ``synced_index``: the index kept in step with the database (generations, manifest, repair);
 - ``curation``: which status a sentence gets and why;
+- ``projection``: 2-D layouts of the vectors for the concept map (PCA; UMAP via ``umap-learn``), cached per content;
 - ``store``: ``ConceptStore``, the facade over them; ``stdlib_corpus``: the offline corpus (language
   reference and standard-library docstrings); ``default_corpus``: the built-in store built from it
   (``open_default_store(corpus="full"|"quick")``, ``$VMMOE_CORPUS``).

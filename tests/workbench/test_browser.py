@@ -175,6 +175,9 @@ def test_concepts_text_first_at_1440_px_and_accept_all_passing_over_pages(app, u
     assert header.bounding_box()["width"] >= 400, header.bounding_box()
     cell = table.locator(".tabulator-cell[tabulator-field='text']").first
     assert len(cell.inner_text().strip()) > 10
+    # the page fits the 1440 px screen: no horizontal scrollbar
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1440, f"the Concepts page is {width} px wide at a 1440 px viewport"
     # the file picker does not overlap the table
     picker, box = page.locator(".wb-concepts-files").first.bounding_box(), table.bounding_box()
     assert picker["y"] + picker["height"] <= box["y"] + 1 or picker["x"] + picker["width"] <= box["x"] + 1
@@ -398,22 +401,25 @@ def test_training_resume_keeps_curves_increasing_and_start_follows_the_new_run(a
 
     page, watch = app
     runs = vmmoe_home / "runs"
+    open_tab(page, "Training")
     handle = start_run({**TINY_TRAIN, "steps": 100_000, "eval_every": 0, "checkpoint_every": 5, "name": "wb-resume"}, runs)
     started = []
     try:
+        # In this open session the new run is inserted into the runs table (on top) while it starts; a click
+        # on its row right then, while the table is still being updated, follows it (rows never move in the
+        # table's data: the click's row index names the same run before and after each update)
+        row = page.locator(".wb-training-runs .tabulator-row").filter(has_text="wb-resume").first
+        row.wait_for(state="visible", timeout=120_000)
+        row.click()
+        ui.wait_text(page.locator(".wb-training-eta"), r"run wb-resume: ", timeout=120)
         deadline = time.monotonic() + 120
         while RunDir(handle.path).status().get("step", 0) < 12:
             assert time.monotonic() < deadline, RunDir(handle.path).status()
             time.sleep(0.3)
         handle.stop(timeout=120)
-        # A fresh session, as a user opening the workbench after a run started elsewhere. In the open
-        # session the table re-renders to insert the new row at the top; a click landing in that
-        # re-render can be lost in the browser (open in issue 13; the shifted-index case is pinned by
-        # test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_change).
-        page.reload()
-        page.locator(".wb-tabs").wait_for(state="visible")
-        open_tab(page, "Training")
-        stopped_at = int(_select_run(page, ui, "wb-resume", r"stopped, step (\d+)/100000").group(1))
+        # still followed (and selected): another click would toggle the row's selection off
+        stopped_at = int(ui.wait_text(page.locator(".wb-training-eta"), r"run wb-resume: stopped, step (\d+)/100000",
+                                      timeout=120).group(1))
         assert stopped_at >= 12
         page.locator(".wb-training-resume button").click()  # resumes from the step-10 checkpoint
         eta = page.locator(".wb-training-eta")

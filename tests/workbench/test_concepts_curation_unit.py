@@ -112,3 +112,99 @@ def test_encode_shows_n_of_n_and_the_map_links_to_the_table_and_search(view):
     assert len(view.hits) >= 1 and len(hits["x"]) == int(np.isin(view._map_ids, view.hits).sum()) >= 1
     view.color_by = "status"
     assert set(view._map_source.data["group"]) <= {"accepted", "pending", "rejected"}
+
+
+def _models(fig) -> dict[str, str]:
+    """id -> type of every Bokeh model a figure holds (its renderers, glyphs, sources, legend, axes...)."""
+    return {m.id: type(m).__name__ for m in fig.references()}
+
+
+def test_the_map_and_the_stats_chart_keep_their_bokeh_models_across_every_update(view):
+    """Served, a figure (or renderer, source, legend item) built anew goes to the browser in one message while
+    an update of it can go in another that arrives first: BokehJS fails with "reference pNNNN isn't known"
+    (the flaky Concepts browser test). The view builds them once and only changes their data and properties."""
+    fig, stats_fig = view._map.object, view._stats_chart.object
+    points, hits = view._map_source, fig.select_one({"name": "hits"}).data_source
+    before, stats_before = _models(fig), _models(stats_fig)
+    assert fig.renderers[0].data_source is points and len(points.data["x"]) > 0
+
+    def same(step: str):
+        assert view._map.object is fig and view._stats_chart.object is stats_fig, step
+        assert fig.renderers[0].data_source is points, step
+        assert fig.select_one({"name": "hits"}).data_source is hits, step
+        assert _models(fig) == before, f"{step}: the map's models changed"
+        assert _models(stats_fig) == stats_before, f"{step}: the statistics chart's models changed"
+
+    view._source.value = "identity-notes"
+    view._paste.value = sentences(6, "identity")
+    view.add_paste()
+    same("add text (the store changed)")
+    view.accept_all_passing()
+    same("accept all passing")
+    view.encode(wait=True)
+    assert len(points.data["x"]) == view.state.store.n_vectors  # the new vectors are on the same source
+    same("encode")
+    view.param.update(status_filter="accepted", text_filter="module")
+    view.document_filter = "identity"
+    same("filters")
+    view.clear_filters()
+    view.search("which module reads record 3?", wait=True)
+    assert len(hits.data["x"]) >= 1
+    same("search")
+    view._map_selection_changed("indices", [], [0, 1])
+    view._map_selection_changed("indices", [0, 1], [])
+    view._table.selection = [0, 1]
+    same("selection both ways")
+    for color_by in ("status", "document"):
+        view.color_by = color_by
+        same(f"colour by {color_by}")
+    view.set_status([int(view._table.value.iloc[0]["id"])], "rejected")
+    same("reject")
+
+
+def test_the_map_legend_follows_the_document_order_and_the_status_order():
+    from workbench import plots
+
+    docs = ["b-doc", "a-doc", "b-doc", "c-doc", "a-doc"]  # documents in the order they come (not alphabetical)
+    data = plots.concept_map_data(np.arange(10, dtype=np.float32).reshape(5, 2), list("vwxyz"), docs,
+                                  ids=[10, 11, 12, 13, 14], status=["accepted"] * 5)
+    assert list(dict.fromkeys(data["group"])) == ["b-doc", "a-doc", "c-doc"]  # the legend lists them so
+    assert data["id"] == [10, 12, 11, 14, 13] and list(data["x"]) == [0, 4, 2, 8, 6]  # rows moved together
+    status = ["rejected", "accepted", "pending", "accepted", "rejected"]
+    data = plots.concept_map_data(np.zeros((5, 2)), list("vwxyz"), status, group_name="status", status=status)
+    assert list(dict.fromkeys(data["group"])) == ["pending", "accepted", "rejected"]
+    many = [f"doc-{i:02d}" for i in range(plots.MAP_GROUPS + 3)] + ["doc-05"]  # more than MAP_GROUPS documents
+    data = plots.concept_map_data(np.zeros((len(many), 2)), ["t"] * len(many), many)
+    labels = list(dict.fromkeys(data["group"]))
+    assert labels[-1] == "other (3 documents)" and labels[0] == "doc-00" and len(labels) == plots.MAP_GROUPS + 1
+
+
+def test_the_umap_toggle_shows_pca_at_once_then_umap_when_it_is_ready(view):
+    from model.concepts import projection
+
+    view.clear_filters()
+    view.color_by = "document"
+    pts = view._map_points
+    pca = projection.project(pts["vectors"], "pca")
+    by_id = {int(i): k for k, i in enumerate(pts["ids"])}
+
+    def shown_xy():
+        rows = [by_id[int(i)] for i in view._map_source.data["id"]]
+        return np.column_stack([view._map_source.data["x"], view._map_source.data["y"]]), rows
+
+    xy, rows = shown_xy()
+    assert np.allclose(xy, pca[rows]) and "(PCA)" in view._map.object.title.text
+    view.layout = "UMAP"
+    assert "computing UMAP" in view._layout_note.object          # asked for: PCA still drawn, a note says so
+    assert np.allclose(shown_xy()[0], pca[rows]) and view._umap_job is not None
+    view.wait_layout(timeout=600)                                 # the app's poll() does this every second
+    umap = projection.project(pts["vectors"], "umap")              # cached by the job: no second computation
+    xy, rows = shown_xy()
+    assert np.allclose(xy, umap[rows]) and not np.allclose(xy, pca[rows])
+    assert "(UMAP)" in view._map.object.title.text and view._map.object.xaxis[0].axis_label == "UMAP 1"
+    assert view._layout_note.object == ""
+    view.layout = "PCA"                                           # and back, at once
+    assert np.allclose(shown_xy()[0], pca[rows]) and view._umap_job is None
+    view.layout = "UMAP"                                          # computed once per store content: at once
+    assert view._umap_job is None and np.allclose(shown_xy()[0], umap[rows])
+    view.layout = "PCA"

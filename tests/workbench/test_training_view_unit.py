@@ -96,7 +96,8 @@ def test_bad_settings_are_notifications_not_exceptions(state):
 
 def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
     """A live run changes its row every refresh: the table is patched, not replaced (no full re-draw in
-    the browser, the user's selected row stays); a new run replaces it and the selection follows the name."""
+    the browser, the user's selected row stays); a new run is streamed in after the other rows and shown on
+    top by the browser's own sort, so no row moves and the selection keeps its index."""
     from model.train.runs import RunDir
 
     runs = state.runs_dir
@@ -104,28 +105,44 @@ def test_runs_table_sends_only_changed_cells_and_keeps_the_selection(state):
         RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
     view = TrainingView(state)
     table = view.runs.table.value
-    assert list(table["name"]) == ["b-run", "a-run"]  # newest first
-    view.runs.table.selection = [0]
+    assert view.runs.names == ["b-run", "a-run"]  # shown newest first ...
+    assert list(table["name"]) == ["a-run", "b-run"] and list(table["order"]) == [0, 1]  # ... by the hidden order
+    assert "order" in view.runs.table.hidden_columns and view.runs.table.stylesheets  # drawn newest first
+    view.runs.table.selection = [1]
+    assert view.selected_run().name == "b-run"
     RunDir(f"{runs}/b-run").append_metrics({"split": "eval", "step": 7, "loss": 0.25, "cosine": 0.5, "top1": 0.2,
                                             "copy_cosine": 0.4, "copy_top1": 0.1})
-    RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)  # still the newest: same order
+    RunDir(f"{runs}/b-run").write_status(step=7, eval_loss=0.25)
     view.refresh_runs()
     assert view.runs.table.value is table  # patched in place, not replaced
-    assert table.iloc[0]["step"] == 7 and table.iloc[1]["step"] == 0
+    assert table.iloc[1]["step"] == 7 and table.iloc[0]["step"] == 0
     # the best held-out figures, formatted, against copying the current concept
-    assert (table.iloc[0]["held-out loss"], table.iloc[0]["held-out cos"], table.iloc[0]["held-out top-1"]) == \
+    assert (table.iloc[1]["held-out loss"], table.iloc[1]["held-out cos"], table.iloc[1]["held-out top-1"]) == \
         ("0.2500", "0.500", "20.0%")
-    assert table.iloc[0]["vs copy"] == "+0.100 beats copy" and table.iloc[1]["vs copy"] == ""
+    assert table.iloc[1]["vs copy"] == "+0.100 beats copy" and table.iloc[0]["vs copy"] == ""
     assert view.selected_run().name == "b-run"
+    RunDir(f"{runs}/a-run").write_status(step=3)  # a-run is now the last updated: it does not move
+    view.refresh_runs()
+    assert list(view.runs.table.value["name"]) == ["a-run", "b-run"] and view.runs.names == ["b-run", "a-run"]
     RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view.refresh_runs()
-    assert list(view.runs.table.value["name"]) == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
-    assert view.runs.table.selection == [1]
+    assert list(view.runs.table.value["name"]) == ["a-run", "b-run", "c-run"]  # streamed in after the others
+    assert view.runs.names == ["c-run", "b-run", "a-run"] and view.selected_run().name == "b-run"
+    assert view.runs.table.selection == [1]  # the same row: nothing moved
+    assert list(view.runs.table.value["order"]) == [0, 1, 2]
+    # a run folder that went away: the table is rebuilt, the selection follows the name
+    import shutil
+
+    shutil.rmtree(f"{runs}/a-run")
+    view.refresh_runs()
+    assert list(view.runs.table.value["name"]) == ["b-run", "c-run"] and view.runs.table.selection == [0]
+    assert view.selected_run().name == "b-run"
 
 
-def test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_change(state):
-    """After a new run shifts the rows, the browser may still hold the old selected index, so clicking the
-    row now at that index sends no selection change: the click event alone must pick the run."""
+def test_a_click_names_its_run_by_a_row_index_that_a_new_run_does_not_shift(state):
+    """The browser sends a click with the row's index in the table's data. A new run no longer shifts the
+    rows, so a click on the row the browser showed before the update reached it picks the run the user saw;
+    a click that changes no selection (the row was selected already) still follows its run."""
     from types import SimpleNamespace
 
     from model.train.runs import RunDir
@@ -134,12 +151,14 @@ def test_a_click_on_a_row_follows_its_run_even_when_the_selection_does_not_chang
     for i, name in enumerate(["a-run", "b-run"]):
         RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
     view = TrainingView(state)
-    view.runs.table.selection = [0]
+    view.runs.table.selection = [1]
     assert view.selected_run().name == "b-run"
     RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view.refresh_runs()
-    assert view.runs.table.selection == [1]
-    view.runs._on_click(SimpleNamespace(row=0, column="name"))  # c-run, with no selection change
+    assert view.runs.table.selection == [1] and view.runs.names[0] == "c-run"
+    view.runs._on_click(SimpleNamespace(row=0, column="name"))  # a click on a-run's row, sent before c-run came
+    assert view.selected_run().name == "a-run"
+    view.runs._on_click(SimpleNamespace(row=2, column="name"))  # c-run, with no selection change
     assert view.selected_run().name == "c-run"
 
 
@@ -184,11 +203,11 @@ def test_refreshing_the_table_does_not_move_the_followed_run_back_to_the_selecte
     for i, name in enumerate(["a-run", "b-run"]):
         RunDir(f"{runs}/{name}").create({"steps": 10, "packing": "packed"}).write_status(state="finished", step=i)
     view = TrainingView(state)
-    view.runs.table.selection = [1]
+    view.runs.table.selection = [0]  # a-run: rows stay in the order they appeared (shown newest first)
     assert view.current.name == "a-run"
     new = RunDir(f"{runs}/c-run").create({"steps": 5, "packing": "padded"})
     view._follow(new.path)  # what start() does
-    assert view.current.name == "c-run" and list(view.runs.table.value["name"])[0] == "c-run"
+    assert view.current.name == "c-run" and view.runs.names[0] == "c-run"
     assert view.selected_run().name == "a-run" and view.current.name == "c-run"
 
 

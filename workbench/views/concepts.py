@@ -1,11 +1,16 @@
 """Concepts view: bring text in (upload with a size limit, paste, or pick files), review each sentence's
 quality checks, accept / reject / edit, encode the accepted ones into the store with a progress bar,
-search nearest sentences, and see the store as a 2-D map (PCA) with its statistics.
+search nearest sentences, and see the store as a 2-D map (PCA at once, UMAP computed in the background) with
+its statistics.
 
 Everything is a call on the open ``ConceptStore`` (``state.store``) or on ``model.concepts.queries`` (filters and
 bulk status changes over a filter, every page of it); encoding runs in a background job. Text comes first: the
 sentence column is wide and wrapped; the map is linked both ways to the table (box/lasso selection filters the
 table, selected rows are selected on the map) and rings the search hits.
+
+The map and the statistics chart are Bokeh figures built ONCE; every update changes their sources' data and
+their properties, never swaps a figure, renderer or source (a new model sent in one message and referenced by
+an update in another that overtakes it is the BokehJS error "reference pNNNN isn't known").
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from model.concepts import projection
 from model.concepts.checks import CHECK_NAMES
 from model.concepts.queries import SentenceFilter, document_names, filter_sentences, set_status_where, status_table
 from workbench import plots, services
@@ -38,6 +44,8 @@ class ConceptsView(pn.viewable.Viewer):
     ids_filter = param.List(default=[], doc="only these sentence ids (the rows just added, or a map selection)")
     ids_label = param.String(default="", doc="what ids_filter holds, for the filter line")
     color_by = param.Selector(default="document", objects=["document", "status"], doc="map colours")
+    layout = param.Selector(default="PCA", objects=["PCA", "UMAP"],
+                            doc="map projection: PCA at once; UMAP computed in the background, shown when ready")
     k = param.Integer(default=8, bounds=(1, 100), doc="search: how many nearest sentences")
 
     def __init__(self, state: WorkbenchState, **params):
@@ -47,8 +55,9 @@ class ConceptsView(pn.viewable.Viewer):
         self._search_job: services.BackgroundJob | None = None
         self.report = None  # the last IngestReport
         self.hits: list[int] = []   # ids of the last search's hits (highlighted on the map)
-        self._map_ids = np.zeros(0, dtype=np.int64)  # sentence id of each map point
-        self._map_source = None
+        self._map_ids = np.zeros(0, dtype=np.int64)  # sentence id of each map point, in the source's row order
+        self._map_points: dict | None = None  # what the map shows: ids, vectors, docs, texts, status (store order)
+        self._umap_job: services.BackgroundJob | None = None
         self._syncing = False
         # TextUpload refuses files over the limit in the browser and sends the rest in chunks (a big
         # file cannot hit the websocket's message limit); add_upload checks the size again
@@ -63,7 +72,9 @@ class ConceptsView(pn.viewable.Viewer):
         self._add = pn.widgets.Button(label="Add pasted text", color="primary",
                                       css_classes=["wb-concepts-add"])
         self._add.on_click(lambda *_: self.add_paste())
-        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", size=8, width=400,
+        # 600 px: its two lists and buttons take that much whatever its width says (at 400 they spilled over
+        # the 1440 px page by 190 px)
+        self._files = pn.widgets.FileSelector(str(Path.cwd()), file_pattern="*", size=8, width=600,
                                               css_classes=["wb-concepts-files"])
         self._add_files = pn.widgets.Button(label="Add selected files", css_classes=["wb-concepts-add-files"])
         self._add_files.on_click(lambda *_: self.add_files(self._files.value))
@@ -111,10 +122,19 @@ class ConceptsView(pn.viewable.Viewer):
                                              formatters={"text": {"type": "textarea"}},
                                              widths={"score": 70, "document": 160},
                                              css_classes=["wb-concepts-results"])
+        # built once: updates change the sources' data (see the module's docstring)
+        self._map_fig = plots.concept_map_figure()
+        self._map_source = self._map_fig.select_one({"name": "points"}).data_source
+        self._hits_source = self._map_fig.select_one({"name": "hits"}).data_source
+        self._map_source.selected.on_change("indices", self._map_selection_changed)
         self._map = pn.pane.Bokeh(sizing_mode="stretch_width", css_classes=["wb-concepts-map"])
+        self._map.object = self._map_fig  # set after: the pane passes its css_classes and sizing on to it
         self._map_note = pn.pane.Markdown("", css_classes=["wb-concepts-map-note"])
+        self._layout_note = pn.pane.Markdown("", css_classes=["wb-concepts-layout-status"], margin=(0, 10))
         self._stats = pn.pane.Markdown("", css_classes=["wb-concepts-stats"])
+        self._stats_fig = plots.store_stats_chart({})
         self._stats_chart = pn.pane.Bokeh(css_classes=["wb-concepts-stats-chart"], width=340)
+        self._stats_chart.object = self._stats_fig
         state.param.watch(lambda *_: self.refresh(), "store")
         self.refresh()
 
@@ -275,6 +295,14 @@ class ConceptsView(pn.viewable.Viewer):
     def poll(self) -> None:
         if self._search_job is not None and self._search_job.finished:
             self._show_hits(self._search_job)
+        umap = self._umap_job
+        if umap is not None and umap.finished:
+            self._umap_job = None
+            if umap.error is not None:
+                self._layout_note.object = f"UMAP failed: {umap.error}"
+                self.state.notify(f"UMAP failed: {umap.error}", "error")
+            elif self.layout == "UMAP":
+                self.show_map()  # the UMAP of what the map holds now (or the next one, started there)
         job = self._job
         if job is None:
             return
@@ -339,7 +367,7 @@ class ConceptsView(pn.viewable.Viewer):
         self.refresh_table()
         stats = store.stats()
         self._stats.object = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in status_table(stats))
-        self._stats_chart.object = plots.store_stats_chart(stats)
+        self._bokeh_write(lambda: plots.update_store_stats_chart(self._stats_fig, stats))
         self.draw_map()
 
     @param.depends("status_filter", "check_filter", "document_filter", "text_filter", "ids_filter", watch=True)
@@ -360,13 +388,14 @@ class ConceptsView(pn.viewable.Viewer):
             parts.append(f"({self.ids_label or 'chosen'}: {len(self.ids_filter)} ids)")
         self._filter_line.object = " ".join(parts) + f" · {n_pass} pass every check and are not accepted yet"
 
-    @param.depends("color_by", watch=True)
     def draw_map(self):
+        """The store changed: gather the encoded sentences the map shows (a fixed-seed sample of at most
+        MAP_MAX_POINTS), then lay them out."""
         store = self.state.store
         seqs = store.document_sequences(min_len=1) if store is not None else []
         if not seqs:
-            self._map.object = None
-            self._map_source = None
+            self._map_points = None
+            self.show_map()
             return
         ids = np.concatenate([np.asarray(s.ids) for s in seqs])
         vectors = np.concatenate([plots.as_numpy(s.vectors) for s in seqs])
@@ -378,42 +407,88 @@ class ConceptsView(pn.viewable.Viewer):
         by_id = {s.id: s for s in store.sentences(ids=[int(i) for i in ids])}
         texts = [by_id[int(i)].text if int(i) in by_id else "" for i in ids]
         status = [by_id[int(i)].status if int(i) in by_id else "" for i in ids]
-        self._map_ids = ids.astype(np.int64)
-        groups = docs if self.color_by == "document" else np.asarray(status, dtype=object)
-        fig = plots.concept_map(plots.pca_2d(vectors), texts, groups, ids=self._map_ids, group_name=self.color_by,
-                                docs=docs, status=status)
-        self._map_source = fig.renderers[0].data_source
-        self._map_source.selected.on_change("indices", self._map_selection_changed)
-        self._map.object = fig
-        self._map_note.object = (f"{len(ids)} encoded sentences (PCA of their vectors). Box- or lasso-select points "
-                                 "to show them in the table; select table rows to mark them here; search hits are "
-                                 "ringed in black.")
-        self._highlight_hits()
-        self._table_selection_to_map()
+        self._map_points = dict(ids=ids.astype(np.int64), vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+                                docs=docs, texts=texts, status=status)
+        self.show_map()
+
+    def _start_umap(self, vectors: np.ndarray) -> None:
+        """UMAP of ``vectors`` in a background job (one at a time); ``poll`` shows it when it ends."""
+        if self._umap_job is not None and not self._umap_job.finished:
+            return  # the running one ends first; poll() then asks for the current content
+        self._umap_job = services.BackgroundJob(lambda _progress: projection.project(vectors, "umap"),
+                                                name="umap").start()
+
+    def wait_layout(self, timeout: float | None = None) -> None:
+        """Wait for a UMAP job to end and show it (tests; the app polls)."""
+        if self._umap_job is not None:
+            self._umap_job.wait(timeout)
+            self.poll()
+
+    @param.depends("color_by", "layout", watch=True)
+    def show_map(self) -> None:
+        """Lay out what the map holds: PCA at once; UMAP when computed (until then PCA, and a note)."""
+        pts = self._map_points
+        if pts is None:
+            self._map_ids = np.zeros(0, dtype=np.int64)
+            self._layout_note.object = ""
+            self._map_note.object = "No encoded sentences yet: accept sentences and encode them to map them."
+            self._bokeh_write(lambda: (plots.update_concept_map(self._map_fig, {c: [] for c in plots.MAP_COLUMNS},
+                                                                "concept map: no encoded sentences yet"),
+                                       self._write_hits(), self._write_selection([])))
+            return
+        shown, xy = "pca", None
+        if self.layout == "UMAP":
+            xy = projection.cached(pts["vectors"], "umap")
+            if xy is None:
+                self._start_umap(pts["vectors"])
+            else:
+                shown = "umap"
+        if xy is None:
+            xy = projection.project(pts["vectors"], "pca")
+        self._layout_note.object = ("computing UMAP… (the map shows PCA until it is ready)"
+                                    if self.layout == "UMAP" and shown == "pca" else "")
+        groups = pts["docs"] if self.color_by == "document" else np.asarray(pts["status"], dtype=object)
+        data = plots.concept_map_data(xy, pts["texts"], groups, ids=pts["ids"], group_name=self.color_by,
+                                      docs=pts["docs"], status=pts["status"])
+        n = len(pts["ids"])
+        title = f"concept map: {n} encoded sentences ({shown.upper()}), coloured by {self.color_by}"
+        self._map_ids = np.asarray(data["id"], dtype=np.int64)
+        picked = self._picked_on_map()
+        self._map_note.object = (f"{n} encoded sentences ({'UMAP' if shown == 'umap' else 'PCA'} of their vectors). "
+                                 "Box- or lasso-select points to show them in the table; select table rows to mark "
+                                 "them here; search hits are ringed in black.")
+
+        def write():
+            plots.update_concept_map(self._map_fig, data, title, shown)
+            self._write_hits()
+            self._write_selection(picked)
+
+        self._bokeh_write(write)
 
     @staticmethod
     def _bokeh_write(fn) -> None:
-        """Change a raw Bokeh model (the map's sources): on a server, in a next-tick callback, which holds the
-        document lock (a Panel widget callback does not hold it for models Panel does not manage)."""
+        """Change the raw Bokeh models (the map's, the statistics chart's) at once, in the caller's callback (which
+        holds the document lock when served: widget, periodic and Bokeh callbacks all do). Served, inside a Panel
+        ``hold``, so that the change goes out through the same ordered queue as the Panel updates of the same
+        callback, never ahead of them on Bokeh's own path."""
         doc = pn.state.curdoc
         if doc is not None and doc.session_context is not None:
-            doc.add_next_tick_callback(fn)
+            with pn.io.hold(doc):
+                fn()
         else:
             fn()
 
     def _highlight_hits(self) -> None:
-        if self._map_source is not None:
-            self._bokeh_write(self._write_hits)
+        self._bokeh_write(self._write_hits)
 
     def _write_hits(self) -> None:
-        if self._map_source is None:
-            return
-        fig = self._map.object
         hit = np.isin(self._map_ids, np.asarray(self.hits, dtype=np.int64))
-        src = fig.select_one({"name": "hits"}).data_source
         data = self._map_source.data
-        src.data = {"x": np.asarray(data["x"])[hit], "y": np.asarray(data["y"])[hit],
-                    "text": list(np.asarray(data["text"], dtype=object)[hit])}
+        if not len(self._map_ids):
+            self._hits_source.data = {"x": [], "y": [], "text": []}
+            return
+        self._hits_source.data = {"x": np.asarray(data["x"])[hit], "y": np.asarray(data["y"])[hit],
+                                  "text": list(np.asarray(data["text"], dtype=object)[hit])}
 
     def _map_selection_changed(self, attr, old, new) -> None:
         """Box / lasso selection on the map: the table shows the selected sentences."""
@@ -424,31 +499,35 @@ class ConceptsView(pn.viewable.Viewer):
         elif self.ids_label == "selected on the map":
             self.param.update(ids_filter=[], ids_label="")
 
+    def _picked_on_map(self) -> list[int]:
+        """Map rows of the sentences selected in the table."""
+        return [int(i) for i in np.flatnonzero(np.isin(self._map_ids, self.selected_ids()))]
+
+    def _write_selection(self, picked: list[int]) -> None:
+        if self.ids_label == "selected on the map":
+            return  # the map's own selection is the table's filter: keep it
+        self._syncing = True
+        try:
+            self._map_source.selected.indices = picked
+        finally:
+            self._syncing = False
+
     def _table_selection_to_map(self) -> None:
         """Rows selected in the table are selected (highlighted) on the map."""
-        if self._map_source is None or self.ids_label == "selected on the map":
+        if not len(self._map_ids) or self.ids_label == "selected on the map":
             return
-        picked = [int(i) for i in np.flatnonzero(np.isin(self._map_ids, self.selected_ids()))]
-        source = self._map_source
-
-        def write():
-            self._syncing = True
-            try:
-                source.selected.indices = picked
-            finally:
-                self._syncing = False
-
-        self._bokeh_write(write)
+        picked = self._picked_on_map()
+        self._bokeh_write(lambda: self._write_selection(picked))
 
     def __panel__(self):
         ingest = pn.Card(
             pn.Row(
                 pn.Column(pn.pane.Markdown(f"**Upload** UTF-8 text files (.txt, .md, .rst; at most "
                                            f"**{UPLOAD_LIMIT_MB:.0f} MB** each)", css_classes=["wb-concepts-upload-limit"]),
-                          self._upload, width=360),
+                          self._upload, width=320),
                 pn.Column(pn.pane.Markdown("**Paste** text"), self._paste, pn.Row(self._source, self._add),
                           sizing_mode="stretch_width"),
-                pn.Column(pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files, width=420),
+                pn.Column(pn.pane.Markdown("**Pick files** on the server"), self._files, self._add_files, width=620),
                 sizing_mode="stretch_width"),
             title="Add text", collapsible=True, sizing_mode="stretch_width", css_classes=["wb-concepts-ingest"])
         filters = pn.Row(
@@ -472,8 +551,11 @@ class ConceptsView(pn.viewable.Viewer):
                            self._results, sizing_mode="stretch_width")
         stats = pn.Column(pn.pane.Markdown("### Store statistics"), self._stats_chart, self._stats, width=360)
         mapping = pn.Column(pn.pane.Markdown("### Map"),
-                            pn.widgets.RadioButtonGroup.from_param(self.param.color_by,
-                                                                   css_classes=["wb-concepts-color-by"]),
+                            pn.Row(pn.widgets.RadioButtonGroup.from_param(self.param.color_by,
+                                                                          css_classes=["wb-concepts-color-by"]),
+                                   pn.widgets.RadioButtonGroup.from_param(self.param.layout,
+                                                                          css_classes=["wb-concepts-layout"]),
+                                   self._layout_note),
                             self._map_note, self._map, sizing_mode="stretch_width")
         return pn.Column(
             ingest, review, pn.Row(search, stats, sizing_mode="stretch_width"), mapping,
