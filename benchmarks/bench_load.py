@@ -101,12 +101,9 @@ INIT_JS = r"""(() => {
   if (document.body) watchToasts(); else document.addEventListener('DOMContentLoaded', watchToasts);
 })()"""
 
-# Waits until the view has settled after the last input event (see the module docstring); returns ms.
-SETTLE_JS = r"""async (spec) => {
-  const S = window.__wbload;
-  const sleep = ms => new Promise(r => setTimeout(r, ms));
-  const deadline = performance.now() + spec.timeout_ms;
-  const hosts = new Map();
+# Two helpers both page scripts use: the first element matching a selector, and an element's text,
+# each through shadow roots (Panel's components live in them).
+DOM_JS = r"""
   const deepFind = (sel, root = document) => {   // the first element matching sel, through shadow roots
     const hit = root.querySelector(sel);
     if (hit) return hit;
@@ -116,17 +113,26 @@ SETTLE_JS = r"""async (spec) => {
     }
     return null;
   };
-  const find = sel => {
-    let el = hosts.get(sel);
-    if (!el || !el.isConnected) { el = deepFind(sel); if (el) hosts.set(sel, el); }
-    return el;
-  };
   const deepText = n => {
     if (n.nodeType === 3) return n.textContent;
     if (n.nodeType === 1 && ['STYLE', 'SCRIPT', 'LINK'].includes(n.tagName)) return '';
     let t = n.shadowRoot ? deepText(n.shadowRoot) : '';
     for (const c of n.childNodes) t += deepText(c);
     return t;
+  };
+"""
+
+# Waits until the view has settled after the last input event (see the module docstring); returns ms.
+SETTLE_JS = r"""async (spec) => {
+  const S = window.__wbload;
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const deadline = performance.now() + spec.timeout_ms;
+  const hosts = new Map();
+""" + DOM_JS + r"""
+  const find = sel => {
+    let el = hosts.get(sel);
+    if (!el || !el.isConnected) { el = deepFind(sel); if (el) hosts.set(sel, el); }
+    return el;
   };
   const shown = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
   const bokehText = re => {
@@ -170,20 +176,8 @@ SETTLE_JS = r"""async (spec) => {
 }"""
 
 TEXT_JS = r"""sel => {
-  const deepFind = (root) => {
-    const hit = root.querySelector(sel);
-    if (hit) return hit;
-    for (const el of root.querySelectorAll('*')) if (el.shadowRoot) { const h = deepFind(el.shadowRoot); if (h) return h; }
-    return null;
-  };
-  const deepText = n => {
-    if (n.nodeType === 3) return n.textContent;
-    if (n.nodeType === 1 && ['STYLE', 'SCRIPT', 'LINK'].includes(n.tagName)) return '';
-    let t = n.shadowRoot ? deepText(n.shadowRoot) : '';
-    for (const c of n.childNodes) t += deepText(c);
-    return t;
-  };
-  const el = deepFind(document);
+""" + DOM_JS + r"""
+  const el = deepFind(sel);
   return el ? deepText(el) : '';
 }"""
 
@@ -625,15 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     VERBOSE = args.verbose
     if min(args.sessions, args.rounds, args.baseline_rounds) < 1:
         p.error("--sessions, --rounds and --baseline-rounds must be at least 1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from bench_workbench import CHROMIUM, browser_version
+    from bench_workbench import browser_version, ready_to_serve
 
-    if not Path(CHROMIUM).exists():
-        print(f"{CHROMIUM} not found: install Debian's chromium", file=sys.stderr)
+    if not ready_to_serve():
         return 2
-    from model.concepts import open_default_store
-
-    open_default_store()  # warm: built once under $VMMOE_HOME, then the server opens it in ~1 s
     hw = hardware()
     load_avg = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:

@@ -36,12 +36,18 @@ def content_key(vectors: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _matrix(vectors, dtype) -> np.ndarray:
+    """vectors as an (n, dim) array of dtype, or a ValueError naming the shape it has."""
+    x = np.asarray(vectors, dtype=dtype)
+    if x.ndim != 2:
+        raise ValueError(f"vectors must be (n, dim), got shape {x.shape}")
+    return x
+
+
 def pca_2d(vectors) -> np.ndarray:
     """(n, dim) -> (n, 2): the centred vectors on their two principal axes (exact SVD, sign fixed so the
     largest loading of each axis is positive: deterministic)."""
-    x = np.asarray(vectors, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"vectors must be (n, dim), got shape {x.shape}")
+    x = _matrix(vectors, np.float64)
     n = x.shape[0]
     if n < 3:
         return np.zeros((n, 2), dtype=np.float32)
@@ -59,9 +65,7 @@ def pca_2d(vectors) -> np.ndarray:
 def umap_2d(vectors, seed: int = 0, n_neighbors: int = UMAP_NEIGHBOURS, min_dist: float = 0.1) -> np.ndarray:
     """(n, dim) -> (n, 2) by UMAP on cosine distance, seeded (``random_state``: one thread, the same
     coordinates every run). Fewer than 4 points: zeros (no neighbourhood to keep)."""
-    x = np.asarray(vectors, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"vectors must be (n, dim), got shape {x.shape}")
+    x = _matrix(vectors, np.float32)
     n = x.shape[0]
     if n < 4:
         return np.zeros((n, 2), dtype=np.float32)
