@@ -91,8 +91,7 @@ def _infonce(pred, tgt, temperature, extra_logits=None, seen=None):
         same = (t @ t.T) > 1 - 1e-6
         same.fill_diagonal_(False)
         if seen is not None:
-            seg, pos = seen
-            same |= (seg[:, None] == seg[None, :]) & (pos[None, :] < pos[:, None])
+            same |= _shown_before(*seen)
     logits = logits.masked_fill(same, float("-inf"))
     if extra_logits is not None:
         logits = torch.cat([logits, extra_logits], dim=1)
@@ -170,27 +169,29 @@ def _distractor_logits(pred, distractors, mask, temperature):
     raise ValueError(f"distractors must have shape ({rows}, {L}, k, {d}) or (M, {d}), got {tuple(distractors.shape)}")
 
 
-def _ranks(queries: torch.Tensor, candidates: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor] | None = None
-           ) -> torch.Tensor:
-    """(M,) rank of candidate i for query i among all candidates by cosine (0 = best).
+def _shown_before(seg: torch.Tensor, pos: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    """(len(rows), M) bool: candidate j comes from query i's own segment at an earlier position (a target
+    the segment has already shown by then: its current concept and those before). seg, pos : (M,)."""
+    return (seg[rows, None] == seg[None, :]) & (pos[None, :] < pos[rows, None])
+
+
+def _ranks(queries: torch.Tensor, candidates: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor]
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M,) rank of candidate i for query i among all candidates by cosine (0 = best), and (M,) the same
+    rank among the candidates query i's segment has not shown yet (``seen = (segment, position)``, (M,) each).
 
     Rank counts candidates scoring strictly higher, so a duplicate of the true vector does not
-    push it down. ``seen = (segment, position)`` of each (M,): candidates of query i's own segment at an
-    earlier position (targets the segment has already shown by then: its current concept and those
-    before) are left out of its ranking.
+    push it down. One score matrix per block serves both rankings.
     """
     q, c = F.normalize(queries.float(), dim=-1), F.normalize(candidates.float(), dim=-1)
-    ranks = []
+    ranks, unseen = [], []
     for i0 in range(0, q.shape[0], _BLOCK):
         scores = q[i0:i0 + _BLOCK] @ c.T  # (block, M)
         own = scores.gather(1, torch.arange(i0, i0 + scores.shape[0], device=q.device)[:, None])  # (block, 1)
         higher = scores > own
-        if seen is not None:
-            seg, pos = seen
-            block = slice(i0, i0 + scores.shape[0])
-            higher &= ~((seg[block, None] == seg[None, :]) & (pos[None, :] < pos[block, None]))
         ranks.append(higher.sum(dim=1))
-    return torch.cat(ranks)
+        unseen.append((higher & ~_shown_before(*seen, slice(i0, i0 + scores.shape[0]))).sum(dim=1))
+    return torch.cat(ranks), torch.cat(unseen)
 
 
 def running_mean(values: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,7 @@ def concept_metrics(prediction: torch.Tensor, values: torch.Tensor, segment_ids:
     out = {}
     for p, guess in (("", prediction[mask]), ("copy_", values[mask]), ("mean_", running_mean(values, segment_ids)[mask])):
         guess = guess.float()
-        ranks, unseen = _ranks(guess, tgt), _ranks(guess, tgt, seen)
+        ranks, unseen = _ranks(guess, tgt, seen)
         out.update({f"{p}cosine": float(F.cosine_similarity(guess, tgt, dim=-1).mean()),
                     f"{p}top1": float((ranks < 1).float().mean()), f"{p}top5": float((ranks < 5).float().mean()),
                     f"{p}top1_unseen": float((unseen < 1).float().mean()),

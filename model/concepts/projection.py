@@ -77,14 +77,17 @@ def umap_2d(vectors, seed: int = 0, n_neighbors: int = UMAP_NEIGHBOURS, min_dist
     return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
-def cached(vectors, method: str, seed: int = 0) -> np.ndarray | None:
-    """The projection of these vectors if it was computed already (no work), else None."""
-    key = (method, seed, content_key(np.asarray(vectors)))
+def _lookup(key) -> np.ndarray | None:
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
     return None
+
+
+def cached(vectors, method: str, seed: int = 0) -> np.ndarray | None:
+    """The projection of these vectors if it was computed already (no work), else None."""
+    return _lookup((method, seed, content_key(np.asarray(vectors))))
 
 
 def project(vectors, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -93,10 +96,8 @@ def project(vectors, method: str = "pca", seed: int = 0) -> np.ndarray:
         raise ValueError(f"projection must be one of {METHODS}, got {method!r}")
     vectors = np.asarray(vectors)
     key = (method, seed, content_key(vectors))
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+    if (xy := _lookup(key)) is not None:
+        return xy
     xy = pca_2d(vectors) if method == "pca" else umap_2d(vectors, seed=seed)
     xy.setflags(write=False)  # shared between callers
     with _cache_lock:
