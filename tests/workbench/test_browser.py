@@ -297,7 +297,14 @@ def test_training_view_starts_a_run_streams_its_curve_and_stops_it(app, ui):
         time.sleep(1.0)
         later = int(ui.wait_text(eta, r"step (\d+)/\d+").group(1))
     assert later >= first + 3, f"the run did not advance past step {first}"
-    assert curves.screenshot() != before, "the curves should redraw as steps stream in"
+    # the ETA text and the curves change in one poll, but the canvas paints after the text: look again
+    # for a while before calling the curves unchanged
+    redrawn = False
+    while not redrawn and time.monotonic() < deadline + 30:
+        redrawn = curves.screenshot() != before
+        if not redrawn:
+            time.sleep(1.0)
+    assert redrawn, "the curves should redraw as steps stream in"
     ui.save_screenshot(page, "training")
     page.locator(".wb-training-stop button").click()
     ui.wait_text(eta, r"stopped, step \d+/\d+", timeout=180)
